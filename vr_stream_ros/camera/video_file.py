@@ -1,0 +1,59 @@
+"""A video (or still image) file played in a loop at the configured rate."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from vr_stream_ros.camera.base import CameraBackend, CameraError, FramePacer, convert_bgr
+
+
+class VideoFileCamera(CameraBackend):
+    """Frames from any file OpenCV reads (mp4, mkv, avi, jpg, png), resized to fit."""
+
+    name = "file"
+
+    def open(self) -> None:
+        import cv2
+
+        path = self.config.file_path
+        if not path:
+            raise CameraError("parameter 'file_path': empty; camera:=file needs a video file")
+        if not os.path.isfile(path):
+            raise CameraError(f"parameter 'file_path': {path} does not exist")
+        cap = cv2.VideoCapture(path)
+        ok, first = cap.read() if cap.isOpened() else (False, None)
+        if not ok:
+            raise CameraError(f"parameter 'file_path': {path} is not a video or image "
+                              "OpenCV can decode")
+        self._cv2, self._cap, self._first = cv2, cap, first
+        self._pacer = FramePacer(self.config.fps)
+
+    def _next_bgr(self) -> np.ndarray:
+        if self._first is not None:
+            bgr, self._first = self._first, None
+            return bgr
+        ok, bgr = self._cap.read()
+        if not ok:  # end of file: loop
+            self._cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self._cap.read()
+            if not ok:
+                raise CameraError(f"parameter 'file_path': {self.config.file_path} "
+                                  "cannot be read again")
+        return bgr
+
+    def capture_into(self, out: np.ndarray, frame: int) -> int:
+        bgr = self._next_bgr()
+        c = self.config
+        if bgr.shape[:2] != (c.height, c.width):
+            bgr = self._cv2.resize(bgr, (c.width, c.height), interpolation=self._cv2.INTER_AREA)
+        capture_ns = self._pacer.wait()
+        convert_bgr(bgr, out, c.pixel_format)
+        return capture_ns
+
+    def close(self) -> None:
+        cap = getattr(self, "_cap", None)
+        if cap is not None:
+            cap.release()
+            self._cap = None

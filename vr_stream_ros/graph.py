@@ -1,0 +1,154 @@
+"""The node graph, described once: launch/stream.launch.py and ``make run`` both read it.
+
+Defaults come from config/stream.yaml; launch arguments (``headset_ip:=...``) override
+single parameters. Nothing else may describe which nodes run with which parameters,
+so the launch file and ``make run`` cannot drift apart. No rclpy, no launch imports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import yaml
+
+from vr_stream_ros.node_params import BRIDGE_PARAMS, CAMERA_PARAMS
+from vr_stream_ros.param_spec import ParameterError, ParamSpec, Value
+
+PACKAGE = "vr_stream_ros"
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """A launch argument and the node parameter it sets."""
+
+    name: str
+    node: str
+    spec: ParamSpec
+
+    @property
+    def description(self) -> str:
+        """Text shown by ``ros2 launch ... --show-args``."""
+        return f"{self.spec.description} ({self.node}.{self.spec.name}; {self.spec.allowed()})"
+
+
+@dataclass(frozen=True)
+class NodeLaunch:
+    """One node process: what ``launch_ros.actions.Node`` or ``make run`` starts."""
+
+    executable: str
+    name: str
+    params_file: str
+    overrides: dict[str, Value] = field(default_factory=dict)
+    package: str = PACKAGE
+
+    def ros_args(self) -> list[str]:
+        """Command-line ROS arguments equivalent to the launch file's Node action."""
+        args = ["--ros-args", "-r", f"__node:={self.name}", "--params-file", self.params_file]
+        for key, value in self.overrides.items():
+            args += ["-p", f"{key}:={_ros_literal(value)}"]
+        return args
+
+
+NODES: tuple[tuple[str, tuple[ParamSpec, ...]], ...] = (
+    ("camera_node", CAMERA_PARAMS),
+    ("headset_bridge_node", BRIDGE_PARAMS),
+)
+"""(executable == node name, its parameter specs), in start order."""
+
+_ARGUMENTS = (
+    ("headset_ip", "headset_bridge_node"),
+    ("headset_port", "headset_bridge_node"),
+    ("transport", "headset_bridge_node"),
+    ("width", "camera_node"),
+    ("height", "camera_node"),
+    ("fps", "camera_node"),
+    ("camera", "camera_node"),
+    ("profile", "camera_node"),
+)
+
+
+def _spec(node: str, name: str) -> ParamSpec:
+    specs = dict(NODES)[node]
+    return next(s for s in specs if s.name == name)
+
+
+LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = tuple(
+    LaunchArgument(name, node, _spec(node, name)) for name, node in _ARGUMENTS)
+
+
+def _ros_literal(value: Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def default_config_path() -> str:
+    """config/stream.yaml of the installed package (or of this source tree)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        share = get_package_share_directory(PACKAGE)
+        path = os.path.join(share, "config", "stream.yaml")
+        if os.path.isfile(path):
+            return path
+    except (ImportError, LookupError, OSError):
+        pass
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "config", "stream.yaml")
+
+
+def load_config(path: str) -> dict[str, dict[str, Value]]:
+    """Per-node parameters from a ROS 2 params file ('/**' entries apply to every node)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ParameterError(f"config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"config file {path}: not valid YAML ({exc})") from None
+    shared = (data.get("/**") or {}).get("ros__parameters", {})
+    result = {}
+    for node, _ in NODES:
+        entry = data.get(f"/**/{node}") or data.get(node) or {}
+        result[node] = {**shared, **entry.get("ros__parameters", {})}
+    return result
+
+
+def argument_defaults(config: Mapping[str, Mapping[str, Value]]) -> dict[str, str]:
+    """Launch argument defaults as strings: the config file's values, else the spec's."""
+    return {a.name: _ros_literal(config.get(a.node, {}).get(a.name, a.spec.default))
+            for a in LAUNCH_ARGUMENTS}
+
+
+def node_launches(arguments: Mapping[str, str], config_path: str | None = None
+                  ) -> list[NodeLaunch]:
+    """The nodes to start for these launch argument values (validated, in start order)."""
+    config_path = config_path or default_config_path()
+    config = load_config(config_path)
+    known = {a.name for a in LAUNCH_ARGUMENTS}
+    unknown = sorted(set(arguments) - known)
+    if unknown:
+        raise ParameterError(f"launch argument '{unknown[0]}' is not known; "
+                             f"known: {', '.join(sorted(known))}")
+    values = {**argument_defaults(config), **arguments}
+    launches = []
+    for node, specs in NODES:
+        merged = dict(config[node])
+        overrides: dict[str, Value] = {}
+        for arg in LAUNCH_ARGUMENTS:
+            if arg.node == node:
+                overrides[arg.spec.name] = arg.spec.validate(values[arg.name])
+        merged.update(overrides)
+        known_names = {s.name for s in specs}
+        for key in merged:
+            if key not in known_names:
+                raise ParameterError(f"config file {config_path}: '{node}' has no parameter "
+                                     f"'{key}'; known: {', '.join(sorted(known_names))}")
+        for spec in specs:  # refuse a bad value here, before any process starts
+            if spec.name in merged:
+                spec.validate(merged[spec.name])
+        launches.append(NodeLaunch(node, node, config_path, overrides))
+    return launches

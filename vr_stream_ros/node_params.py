@@ -1,0 +1,67 @@
+"""Parameter specs of every node: the single source for declarations, config and launch."""
+
+from __future__ import annotations
+
+from vr_stream_ros.param_spec import ParamSpec, check_ipv4_host, check_name
+
+RING_NAME = ParamSpec(
+    "ring_name", "vr_stream_ros_frames",
+    "Shared-memory frame ring (/dev/shm/<ring_name>); camera and consumers must agree.",
+    check=check_name)
+
+CAMERA_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("camera", "synthetic", "Camera backend.",
+              choices=("synthetic", "v4l2", "file", "picamera2")),
+    ParamSpec("device", "/dev/video0", "V4L2 device (camera:=v4l2)."),
+    ParamSpec("file_path", "", "Video file played in a loop (camera:=file)."),
+    ParamSpec("camera_index", 0, "libcamera camera number (camera:=picamera2).", min=0, max=7),
+    ParamSpec("width", 1280, "Frame width in pixels.", min=128, max=4096),
+    ParamSpec("height", 720, "Frame height in pixels.", min=64, max=4096),
+    ParamSpec("fps", 60.0, "Frames per second.", min=1.0, max=240.0),
+    ParamSpec("pixel_format", "rgb8", "Pixel format in the ring (sensor_msgs encoding).",
+              choices=("rgb8", "bgr8")),
+    ParamSpec("profile", "low",
+              "Latency profile (picamera2): ultra_low = 2 buffers, low = 3, balanced = 4.",
+              choices=("ultra_low", "low", "balanced")),
+    ParamSpec("exposure_us", 0, "Fixed exposure in microseconds; 0 = the profile's default.",
+              min=0, max=1_000_000),
+    ParamSpec("analogue_gain", 0.0, "Fixed analogue gain; 0 = the profile's default.",
+              min=0.0, max=64.0),
+    RING_NAME,
+    ParamSpec("ring_slots", 4, "Slots in the frame ring (more = slow readers keep frames longer).",
+              min=2, max=64),
+    ParamSpec("frame_id", "camera_optical_frame", "TF frame of the camera (REP-103 optical)."),
+    ParamSpec("compressed_quality", 80, "JPEG quality of image_raw/compressed.", min=1, max=100),
+)
+
+BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("headset_ip", "127.0.0.1", "Headset (receiver) IPv4 address or host name.",
+              check=check_ipv4_host),
+    ParamSpec("headset_port", 5004, "Headset (receiver) RTP port.", min=1, max=65535),
+    ParamSpec("transport", "udp", "RTP over UDP, or over TCP with RFC 4571 framing.",
+              choices=("udp", "tcp")),
+    RING_NAME,
+    ParamSpec("jpeg_quality", 80, "JPEG quality (libjpeg-turbo via simplejpeg).", min=1, max=100),
+    ParamSpec("chroma_subsampling", "420", "JPEG chroma subsampling (RTP/JPEG allows these two).",
+              choices=("420", "422")),
+    ParamSpec("mtu", 1400, "Largest datagram in bytes (RTP header included).",
+              min=576, max=9000),
+    ParamSpec("max_rate_mbps", 0.0,
+              "Pacing: cap on the send rate in Mbit/s, 0 = send each frame as one burst.",
+              min=0.0, max=10000.0),
+    ParamSpec("burst_kib", 64, "Pacing: bytes a frame may send at once before pacing, KiB.",
+              min=2, max=16384),
+    ParamSpec("dscp", 46, "DSCP of outgoing packets (46 = EF, expedited forwarding).",
+              min=0, max=63),
+    ParamSpec("sndbuf_kib", 256, "Socket send buffer in KiB (small = stale frames are dropped).",
+              min=16, max=65536),
+    ParamSpec("sdp_path", "/tmp/vr_stream_ros.sdp",
+              "Where to write the SDP describing the stream ('' = do not write)."),
+    ParamSpec("ring_wait_s", 10.0, "How long to wait at start for the camera's ring.",
+              min=0.0, max=600.0),
+    ParamSpec("stats_period_s", 1.0, "Period of the latency stats topic in seconds.",
+              min=0.1, max=60.0),
+)
+
+BRIDGE_PARAMS_BY_NAME = {p.name: p for p in BRIDGE_PARAMS}
+CAMERA_PARAMS_BY_NAME = {p.name: p for p in CAMERA_PARAMS}

@@ -1,0 +1,133 @@
+"""Declarative parameter specifications, checked the same way everywhere.
+
+A node declares its ROS parameters from these specs (description, range, choices),
+the launch file and ``make run`` take their defaults from them, and a bad value is
+refused with one line naming the parameter and what is allowed. No rclpy here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Value = bool | int | float | str | list
+
+
+class ParameterError(ValueError):
+    """A parameter value outside what its spec allows."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter: name, default, description and what values are allowed."""
+
+    name: str
+    default: Value
+    description: str
+    choices: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    check: Callable[[Any], str | None] | None = None
+    """Extra check: returns what was expected when the value is wrong, else None."""
+
+    @property
+    def kind(self) -> type:
+        """The Python type of the parameter (bool, int, float, str or list)."""
+        return type(self.default)
+
+    def allowed(self) -> str:
+        """Human description of the allowed values, for errors and docs."""
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        kind = {bool: "true or false", int: "an integer", float: "a number",
+                str: "a string", list: "a list"}[self.kind]
+        if self.min is not None and self.max is not None:
+            return f"{kind} in {_fmt(self.min)}..{_fmt(self.max)}"
+        if self.min is not None:
+            return f"{kind} >= {_fmt(self.min)}"
+        return kind
+
+    def validate(self, value: Any) -> Value:
+        """Return ``value`` coerced to this spec's type, or raise ParameterError."""
+        value = _coerce(self, value)
+        wrong = None
+        too_low = self.min is not None and value < self.min
+        too_high = self.max is not None and value > self.max
+        if (self.choices and value not in self.choices) or too_low or too_high:
+            wrong = self.allowed()
+        elif self.check is not None:
+            wrong = self.check(value)
+        if wrong:
+            raise ParameterError(f"parameter '{self.name}': got {value!r}, expected {wrong}")
+        return value
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _coerce(spec: ParamSpec, value: Any) -> Value:
+    kind = spec.kind
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind is list:
+            if isinstance(value, str):
+                text = value.strip().strip("[]")
+                return [int(v) for v in text.split(",") if v.strip()]
+            return list(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"parameter '{spec.name}': got {value!r}, expected {spec.allowed()}") from None
+
+
+def validate_all(specs: Iterable[ParamSpec], values: Mapping[str, Any]) -> dict[str, Value]:
+    """Validate every spec's value (its default when absent); unknown names are errors."""
+    specs = list(specs)
+    known = {s.name for s in specs}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ParameterError(
+            f"parameter '{unknown[0]}' is not known; known: {', '.join(sorted(known))}")
+    return {s.name: s.validate(values.get(s.name, s.default)) for s in specs}
+
+
+def check_ipv4_host(value: str) -> str | None:
+    """Spec check: an IPv4 literal or a host name that resolves."""
+    try:
+        ipaddress.IPv4Address(value)
+        return None
+    except ValueError:
+        pass
+    if any(c.isalpha() for c in value):
+        try:
+            socket.getaddrinfo(value, None, socket.AF_INET)
+            return None
+        except OSError:
+            pass
+    return "an IPv4 address (e.g. 192.168.1.100) or a resolvable host name"
+
+
+def check_name(value: str) -> str | None:
+    """Spec check: a shared-memory-safe name."""
+    if value and len(value) <= 200 and all(c.isalnum() or c in "_.-" for c in value):
+        return None
+    return "1-200 characters from [A-Za-z0-9_.-]"

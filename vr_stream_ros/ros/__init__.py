@@ -1,0 +1,1 @@
+"""rclpy glue shared by the nodes (parameters, QoS, the main loop). Libraries stay ROS-free."""

@@ -1,0 +1,57 @@
+"""Declare ROS parameters from ParamSpecs and refuse bad values with one clear line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
+from rclpy.node import Node
+
+from vr_stream_ros.param_spec import ParameterError, ParamSpec, Value
+
+
+def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
+    """A ParameterDescriptor carrying the spec's description, range and choices."""
+    d = ParameterDescriptor(description=spec.description, read_only=True)
+    if spec.choices:
+        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.kind is int and spec.min is not None and spec.max is not None:
+        d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=0)]
+    if spec.kind is float:
+        # Accept 30 as well as 30.0 from the command line; the spec coerces it.
+        d.dynamic_typing = True
+        if spec.min is not None and spec.max is not None:
+            d.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+    if spec.kind is list:
+        d.dynamic_typing = True
+    return d
+
+
+def declare_and_validate(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Value]:
+    """Declare every spec on ``node`` and return the validated values.
+
+    Raises ParameterError naming the first bad parameter and what it allows.
+    """
+    values: dict[str, Value] = {}
+    for spec in specs:
+        default = spec.default if spec.kind is not list else list(spec.default) or [-1]
+        try:
+            param = node.declare_parameter(spec.name, default, descriptor_for(spec))
+            raw = param.value
+        except InvalidParameterValueException as exc:
+            raw = exc.args[1] if len(exc.args) > 1 else exc
+            raise ParameterError(
+                f"parameter '{spec.name}': got {raw!r}, expected {spec.allowed()}") from None
+        except (InvalidParameterTypeException, ParameterUninitializedException) as exc:
+            raise ParameterError(
+                f"parameter '{spec.name}': {exc}; expected {spec.allowed()}") from None
+        if spec.kind is list and raw == [-1]:
+            raw = []
+        values[spec.name] = spec.validate(raw)
+    return values

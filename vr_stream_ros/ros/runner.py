@@ -1,0 +1,49 @@
+"""The small main() every node shares: init, build, spin, and a clean exit on any signal."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+
+from vr_stream_ros.camera.base import CameraError
+from vr_stream_ros.frame_ring import FrameRingError
+from vr_stream_ros.param_spec import ParameterError
+
+STARTUP_ERRORS = (ParameterError, CameraError, FrameRingError, ValueError)
+"""What a node may raise while starting: logged as one line, exit code 2."""
+
+
+def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Run a node until shutdown; returns the process exit code.
+
+    A node signals a fatal error after start-up by setting ``node.fatal_error``;
+    the loop then stops and the process exits with code 1.
+    """
+    rclpy.init(args=args if args is not None else sys.argv)
+    node: Node | None = None
+    try:
+        try:
+            node = factory()
+        except STARTUP_ERRORS as exc:
+            rclpy.logging.get_logger(name).fatal(str(exc))
+            return 2
+        while rclpy.ok() and getattr(node, "fatal_error", None) is None:
+            rclpy.spin_once(node, timeout_sec=0.2)
+        fatal = getattr(node, "fatal_error", None)
+        if fatal:
+            node.get_logger().fatal(fatal)
+            return 1
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
