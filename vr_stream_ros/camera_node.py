@@ -43,7 +43,8 @@ class CameraNode(Node):
         self._backend = create_backend(self._config)
         self._backend.open()
         try:
-            spec = FrameSpec(self._config.width, self._config.height, self._config.channels)
+            c = self._config
+            spec = FrameSpec(c.width, c.height, c.channels, c.pixel_format)
             self._ring = FrameRingWriter(p["ring_name"], spec, slots=p["ring_slots"])
         except Exception:
             self._backend.close()
@@ -88,8 +89,13 @@ class CameraNode(Node):
             ref.header.stamp = clock.now().to_msg()
             ref.seq, ref.slot = loan.seq, loan.slot
             ref.capture_mono_ns, ref.ring_write_mono_ns = capture_ns, write_ns
-            self._frame_ref_pub.publish(ref)
-            self._publish_standard_topics(loan.array, ref.header)
+            try:
+                self._frame_ref_pub.publish(ref)
+                self._publish_standard_topics(loan.array, ref.header)
+            except Exception:
+                if not self.context.ok():
+                    return  # shutting down (Ctrl-C): the frame is in the ring, we are done
+                raise
 
     def _publish_standard_topics(self, frame, header: Header) -> None:
         """image_raw, image_raw/compressed, camera_info: only for actual subscribers."""

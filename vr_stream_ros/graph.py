@@ -35,18 +35,22 @@ class LaunchArgument:
 
 @dataclass(frozen=True)
 class NodeLaunch:
-    """One node process: what ``launch_ros.actions.Node`` or ``make run`` starts."""
+    """One node process: what ``launch_ros.actions.Node`` or ``make run`` starts.
+
+    ``parameters`` is the complete, validated set (config file merged with the launch
+    arguments). It is passed whole rather than as "params file + overrides" because
+    rcl lets a node-specific key of a params file beat a ``-p`` / ``/**`` override.
+    """
 
     executable: str
     name: str
-    params_file: str
-    overrides: dict[str, Value] = field(default_factory=dict)
+    parameters: dict[str, Value] = field(default_factory=dict)
     package: str = PACKAGE
 
     def ros_args(self) -> list[str]:
         """Command-line ROS arguments equivalent to the launch file's Node action."""
-        args = ["--ros-args", "-r", f"__node:={self.name}", "--params-file", self.params_file]
-        for key, value in self.overrides.items():
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        for key, value in self.parameters.items():
             args += ["-p", f"{key}:={_ros_literal(value)}"]
         return args
 
@@ -79,10 +83,13 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = tuple(
 
 
 def _ros_literal(value: Value) -> str:
+    """``value`` as rcl parses it after ``-p name:=`` (YAML), keeping its type."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ",".join(str(v) for v in value) + "]"
+    if isinstance(value, str) and (value == "" or not isinstance(yaml.safe_load(value), str)):
+        return "'" + value.replace("'", "''") + "'"  # '420' must stay a string
     return str(value)
 
 
@@ -137,18 +144,15 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
     launches = []
     for node, specs in NODES:
         merged = dict(config[node])
-        overrides: dict[str, Value] = {}
         for arg in LAUNCH_ARGUMENTS:
             if arg.node == node:
-                overrides[arg.spec.name] = arg.spec.validate(values[arg.name])
-        merged.update(overrides)
+                merged[arg.spec.name] = values[arg.name]
         known_names = {s.name for s in specs}
         for key in merged:
             if key not in known_names:
                 raise ParameterError(f"config file {config_path}: '{node}' has no parameter "
                                      f"'{key}'; known: {', '.join(sorted(known_names))}")
-        for spec in specs:  # refuse a bad value here, before any process starts
-            if spec.name in merged:
-                spec.validate(merged[spec.name])
-        launches.append(NodeLaunch(node, node, config_path, overrides))
+        # Validate here, so a bad value is refused before any process starts.
+        parameters = {s.name: s.validate(merged[s.name]) for s in specs if s.name in merged}
+        launches.append(NodeLaunch(node, node, parameters))
     return launches

@@ -23,7 +23,12 @@ from vr_stream_ros.node_params import BRIDGE_PARAMS
 from vr_stream_ros.param_spec import ParameterError
 from vr_stream_ros.ros.params import declare_and_validate
 from vr_stream_ros.ros.runner import run_node
-from vr_stream_ros.rtp import EXT_ABS_CAPTURE_TIME, EXT_FRAME_SEQ
+from vr_stream_ros.rtp import (
+    ABS_CAPTURE_TIME_URI,
+    EXT_ABS_CAPTURE_TIME,
+    EXT_FRAME_SEQ,
+    FRAME_SEQ_URI,
+)
 from vr_stream_ros.rtp_jpeg import JpegPacketizer
 from vr_stream_ros.sdp import make_sdp
 from vr_stream_ros.stage_stats import PipelineStats
@@ -31,8 +36,6 @@ from vr_stream_ros.transport import open_sender
 
 NODE_NAME = "headset_bridge_node"
 STAGES = ("capture_to_ring", "ring_to_bridge", "encode", "send", "end_to_end")
-ABS_CAPTURE_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"
-FRAME_SEQ_URI = "urn:vr-stream-ros:frame-seq"
 
 
 def rtp_timestamp(capture_ns: int) -> int:

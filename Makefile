@@ -1,0 +1,25 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+DURATION ?= 0
+ARGS ?=
+PYTEST_ARGS ?=
+# The venv, then the colcon install; PYTHONSAFEPATH keeps the source tree (which has
+# no generated .msg) from shadowing the installed package when run from the repo root.
+ENV := source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
+
+.PHONY: setup run test lint clean
+setup:
+	@bash tools/bootstrap.sh
+
+run: setup
+	@$(ENV) python -m vr_stream_ros.graph_runner --duration $(DURATION) $(ARGS)
+
+lint: setup
+	@$(ENV) ruff check vr_stream_ros launch test tools
+
+test: setup lint
+	@$(ENV) python -m pytest -q -rs test $(PYTEST_ARGS)
+
+clean:
+	rm -rf build install log

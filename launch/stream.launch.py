@@ -1,0 +1,36 @@
+"""Start the vr_stream_ros graph: camera_node and headset_bridge_node.
+
+    ros2 launch vr_stream_ros stream.launch.py headset_ip:=192.168.1.100
+
+The nodes, their parameters and the arguments come from vr_stream_ros.graph, the
+same description `make run` uses, so the two cannot drift apart.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from vr_stream_ros import graph
+
+
+def _nodes(context, *args, **kwargs):
+    values = {a.name: LaunchConfiguration(a.name).perform(context)
+              for a in graph.LAUNCH_ARGUMENTS}
+    config = LaunchConfiguration("config").perform(context)
+    return [
+        Node(package=n.package, executable=n.executable, name=n.name,
+             parameters=[n.parameters], output="screen", emulate_tty=True)
+        for n in graph.node_launches(values, config)
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    config = graph.default_config_path()
+    defaults = graph.argument_defaults(graph.load_config(config))
+    arguments = [DeclareLaunchArgument("config", default_value=config,
+                                       description="Parameters file (config/stream.yaml)")]
+    arguments += [DeclareLaunchArgument(a.name, default_value=defaults[a.name],
+                                        description=a.description)
+                  for a in graph.LAUNCH_ARGUMENTS]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])

@@ -1,0 +1,35 @@
+"""Bad parameters stop a node at start-up with one line naming the parameter."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import needs_ros
+
+pytestmark = needs_ros
+
+CASES = [
+    ("camera_node", ["width:=-5"], "'width'"),
+    ("camera_node", ["camera:=kinect"], "'camera'"),
+    ("camera_node", ["fps:=500.0"], "'fps'"),
+    ("camera_node", ["pixel_format:=yuv9"], "'pixel_format'"),
+    ("camera_node", ["camera:=v4l2", "device:=/dev/video77"], "/dev/video77"),
+    ("camera_node", ["camera:=file", "file_path:=/nonexistent/clip.mp4"], "/nonexistent/clip.mp4"),
+    ("camera_node", ["camera:=picamera2"], "picamera2"),
+    ("headset_bridge_node", ["headset_ip:=300.1.1.1"], "'headset_ip'"),
+    ("headset_bridge_node", ["headset_port:=70000"], "'headset_port'"),
+    ("headset_bridge_node", ["transport:=sctp"], "'transport'"),
+    ("headset_bridge_node", ["ring_wait_s:=0.5"], "ring"),
+]
+
+
+@pytest.mark.parametrize(("node", "params", "named"), CASES,
+                         ids=[f"{n}-{p[-1]}" for n, p, _ in CASES])
+def test_bad_parameter_stops_node_with_clear_line(procs, ring_name, node, params, named) -> None:
+    proc = procs.node(node, f"ring_name:={ring_name}", *params)
+    code = proc.wait(timeout=30)
+    out = procs.output(node)
+    fatal = [line for line in out.splitlines() if "FATAL" in line]
+    assert code == 2, out
+    assert len(fatal) == 1, out
+    assert named in fatal[0], fatal[0]
+    assert "Traceback" not in out

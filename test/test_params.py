@@ -1,0 +1,61 @@
+"""Parameter specs, the shipped config and the launch arguments agree and refuse bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from vr_stream_ros import graph
+from vr_stream_ros.node_params import BRIDGE_PARAMS, CAMERA_PARAMS
+from vr_stream_ros.param_spec import ParameterError, validate_all
+
+
+def test_shipped_config_sets_only_known_parameters_with_valid_values() -> None:
+    config = graph.load_config(graph.default_config_path())
+    for node, specs in graph.NODES:
+        values = validate_all(specs, config[node])
+        assert set(config[node]) == {s.name for s in specs}, f"{node}: config and specs differ"
+        assert values  # every value passed its spec
+
+
+def test_every_parameter_has_a_description() -> None:
+    for spec in CAMERA_PARAMS + BRIDGE_PARAMS:
+        assert len(spec.description) > 10, spec.name
+
+
+@pytest.mark.parametrize(("argument", "value", "named"), [
+    ("width", "-5", "'width'"),
+    ("camera", "kinect", "'camera'"),
+    ("headset_ip", "300.1.1.1", "'headset_ip'"),
+    ("headset_port", "70000", "'headset_port'"),
+    ("fps", "1000", "'fps'"),
+    ("transport", "sctp", "'transport'"),
+])
+def test_bad_launch_argument_names_parameter_and_allowed_values(argument, value, named) -> None:
+    with pytest.raises(ParameterError) as err:
+        graph.node_launches({argument: value})
+    message = str(err.value)
+    assert named in message and "expected" in message
+    assert "\n" not in message
+
+
+def test_unknown_launch_argument_is_refused() -> None:
+    with pytest.raises(ParameterError, match="'widht' is not known"):
+        graph.node_launches({"widht": "640"})
+
+
+def test_config_with_unknown_parameter_is_refused(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("/**/camera_node:\n  ros__parameters:\n    exposure: 3\n")
+    with pytest.raises(ParameterError, match="no parameter 'exposure'"):
+        graph.node_launches({}, str(bad))
+
+
+def test_float_parameter_accepts_integer_literal() -> None:
+    launches = graph.node_launches({"fps": "30"})
+    assert launches[0].parameters["fps"] == 30.0
+
+
+def test_string_that_looks_like_a_number_stays_a_string() -> None:
+    bridge = graph.node_launches({})[1]
+    assert "-p" in bridge.ros_args()
+    assert "chroma_subsampling:='420'" in bridge.ros_args()

@@ -1,0 +1,299 @@
+"""The reference receiver: what the headset does, runnable on any PC without ROS.
+
+    python3 -m vr_stream_ros.receiver --port 5004 [--tcp] [--duration 10]
+
+It receives RTP/JPEG over UDP (or RTP over TCP, RFC 4571, accepting the bridge's
+connection), reassembles and decodes every frame, reads the frame number and capture
+time the synthetic pattern carries in its pixels, and prints fps, loss and latency
+once a second. Latency compares the frame's capture time (abs-capture-time) with this
+host's CLOCK_MONOTONIC, which is only meaningful when sender and receiver share the
+clock: on by default for a loopback sender, else ``--assume-same-clock``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import simplejpeg
+
+from vr_stream_ros.rtp import Rfc4571Decoder
+from vr_stream_ros.rtp_jpeg import JpegDepacketizer, ReceivedFrame
+from vr_stream_ros.synthetic_pattern import read_stamp
+
+STAGES = ("capture_to_first_packet", "first_to_last_packet", "last_packet_to_decoded")
+
+
+def _percentiles(samples: list[float]) -> dict[str, float] | None:
+    if not samples:
+        return None
+    a = np.asarray(samples)
+    p50, p95, p99 = np.percentile(a, (50, 95, 99))
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3),
+            "p99": round(float(p99), 3), "max": round(float(a.max()), 3),
+            "mean": round(float(a.mean()), 3)}
+
+
+@dataclass
+class ReceiverStats:
+    """Everything the receiver counts; ``summary()`` is the JSON it writes."""
+
+    frames_decoded: int = 0
+    decode_errors: int = 0
+    bytes: int = 0
+    stamps: list[int] = field(default_factory=list)
+    out_of_order: int = 0
+    unreadable: int = 0
+    latency_ms: list[float] = field(default_factory=list)
+    stages_ms: dict[str, list[float]] = field(
+        default_factory=lambda: {s: [] for s in STAGES})
+    started: float = field(default_factory=time.monotonic)
+
+
+class StreamReceiver:
+    """Receives, reassembles and decodes one RTP/JPEG stream, keeping statistics."""
+
+    def __init__(self, port: int, bind: str = "127.0.0.1", *, tcp: bool = False,
+                 same_clock: bool | None = None, decode: bool = True) -> None:
+        self.tcp = tcp
+        self.same_clock = same_clock
+        self.decode = decode
+        self.depacketizer = JpegDepacketizer()
+        self.stats = ReceiverStats()
+        self.window: list[float] = []  # latencies of the current second
+        self.window_frames = 0
+        self.window_bytes = 0
+        self.window_lost_start = 0
+        self._conn: socket.socket | None = None
+        self._tcp_decoder = Rfc4571Decoder()
+        if tcp:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((bind, port))
+            self.sock.listen(1)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+            self.sock.bind((bind, port))
+        self.sock.setblocking(False)
+
+    def poll(self, timeout: float) -> list[ReceivedFrame]:
+        """Wait up to ``timeout`` s for data; handle it and return the frames it completed."""
+        readable = [self.sock] + ([self._conn] if self._conn is not None else [])
+        ready, _, _ = select.select(readable, [], [], timeout)
+        frames: list[ReceivedFrame] = []
+        for s in ready:
+            if s is self.sock and self.tcp:
+                self._accept()
+            elif s is self.sock:
+                frames += self._read_udp()
+            else:
+                frames += self._read_tcp()
+        for frame in frames:
+            self._handle(frame)
+        return frames
+
+    def _accept(self) -> None:
+        conn, peer = self.sock.accept()
+        if self._conn is not None:  # the bridge reconnected: the old stream is over
+            self._conn.close()
+        conn.setblocking(False)
+        self._conn = conn
+        self._tcp_decoder.reset()
+        self._note_peer(peer[0])
+
+    def _note_peer(self, host: str) -> None:
+        if self.same_clock is None:
+            self.same_clock = host.startswith("127.")
+
+    def _read_udp(self) -> list[ReceivedFrame]:
+        frames = []
+        for _ in range(256):
+            try:
+                data, peer = self.sock.recvfrom(65536)
+            except BlockingIOError:
+                break
+            if self.same_clock is None:
+                self._note_peer(peer[0])
+            self.stats.bytes += len(data)
+            self.window_bytes += len(data)
+            frames += self.depacketizer.push(data, time.monotonic_ns())
+        return frames
+
+    def _read_tcp(self) -> list[ReceivedFrame]:
+        try:
+            data = self._conn.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            self._conn.close()
+            self._conn = None
+            return []
+        now = time.monotonic_ns()
+        self.stats.bytes += len(data)
+        self.window_bytes += len(data)
+        frames = []
+        for packet in self._tcp_decoder.feed(data):
+            frames += self.depacketizer.push(packet, now)
+        return frames
+
+    def _handle(self, frame: ReceivedFrame) -> None:
+        st = self.stats
+        if not self.decode:
+            return
+        try:
+            image = simplejpeg.decode_jpeg(frame.jpeg, colorspace="RGB")
+        except ValueError:
+            st.decode_errors += 1
+            return
+        decoded_ns = time.monotonic_ns()
+        st.frames_decoded += 1
+        self.window_frames += 1
+        stamp = read_stamp(image)
+        if stamp is None:
+            st.unreadable += 1
+        else:
+            if st.stamps and stamp.frame <= st.stamps[-1]:
+                st.out_of_order += 1
+            st.stamps.append(stamp.frame)
+        if self.same_clock and frame.capture_ns is not None:
+            latency = (decoded_ns - frame.capture_ns) / 1e6
+            st.latency_ms.append(latency)
+            self.window.append(latency)
+            st.stages_ms["capture_to_first_packet"].append(
+                (frame.first_packet_ns - frame.capture_ns) / 1e6)
+            st.stages_ms["first_to_last_packet"].append(
+                (frame.last_packet_ns - frame.first_packet_ns) / 1e6)
+            st.stages_ms["last_packet_to_decoded"].append(
+                (decoded_ns - frame.last_packet_ns) / 1e6)
+
+    def second_line(self, elapsed: float) -> str:
+        """The once-a-second line; starts a new window."""
+        lost_total = self.depacketizer.frames_incomplete
+        lost = lost_total - self.window_lost_start
+        fps = self.window_frames / elapsed if elapsed > 0 else 0.0
+        mbit = self.window_bytes * 8 / 1e6 / elapsed if elapsed > 0 else 0.0
+        line = (f"[receiver] {fps:5.1f} fps | recv {self.window_frames + lost} lost {lost} | "
+                f"decoded {self.window_frames} | ")
+        p = _percentiles(self.window)
+        if p:
+            line += f"e2e p50 {p['p50']:.1f} p95 {p['p95']:.1f} p99 {p['p99']:.1f} ms | "
+        elif not self.same_clock:
+            line += "e2e n/a (sender on another clock) | "
+        line += f"{mbit:.1f} Mbit/s"
+        self.window.clear()
+        self.window_frames = self.window_bytes = 0
+        self.window_lost_start = lost_total
+        return line
+
+    def summary(self) -> dict:
+        """Every figure, as written by ``--summary-json``."""
+        st, d = self.stats, self.depacketizer
+        frames = sorted(set(st.stamps))
+        return {
+            "duration_s": round(time.monotonic() - st.started, 3),
+            "frames_decoded": st.frames_decoded,
+            "frames_lost": d.frames_incomplete,
+            "decode_errors": st.decode_errors,
+            "packets": d.packets,
+            "packets_lost": d.packets_lost,
+            "malformed_packets": d.malformed,
+            "bytes": st.bytes,
+            "same_clock": bool(self.same_clock),
+            "stamps": {
+                "first": frames[0] if frames else None,
+                "last": frames[-1] if frames else None,
+                "count": len(st.stamps),
+                "in_order": len(st.stamps) - st.out_of_order,
+                "out_of_order": st.out_of_order,
+                "unreadable": st.unreadable,
+                "frames": st.stamps,
+            },
+            "latency_ms": _percentiles(st.latency_ms),
+            "stages_ms": {k: _percentiles(v) for k, v in st.stages_ms.items()},
+        }
+
+    def close(self) -> None:
+        """Close the sockets."""
+        if self._conn is not None:
+            self._conn.close()
+        self.sock.close()
+
+
+def _summary_text(s: dict) -> str:
+    lat = s["latency_ms"]
+    st = s["stamps"]
+    lines = [
+        "[receiver] summary",
+        f"  frames decoded   {s['frames_decoded']} in {s['duration_s']:.1f} s, "
+        f"lost {s['frames_lost']} (packets lost {s['packets_lost']})",
+        f"  frame numbers    {st['first']}..{st['last']}, {st['count']} read, "
+        f"{st['out_of_order']} out of order, {st['unreadable']} unreadable",
+    ]
+    if lat:
+        lines.append(f"  capture->decoded p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  "
+                     f"p99 {lat['p99']:.2f}  max {lat['max']:.2f} ms")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: receive until --duration or a signal, then print a summary."""
+    parser = argparse.ArgumentParser(prog="receiver", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=5004, help="RTP port (default 5004)")
+    parser.add_argument("--bind", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--tcp", action="store_true", help="RTP over TCP (RFC 4571)")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds, 0 = until Ctrl-C")
+    parser.add_argument("--summary-json", help="write every figure to this JSON file")
+    parser.add_argument("--assume-same-clock", action="store_true", default=None,
+                        help="report latency even when the sender is not on loopback")
+    parser.add_argument("--quiet", action="store_true", help="no per-second lines")
+    ns = parser.parse_args(argv)
+    if not 1 <= ns.port <= 65535:
+        parser.error(f"--port: got {ns.port}, expected 1..65535")
+    try:
+        receiver = StreamReceiver(ns.port, ns.bind, tcp=ns.tcp, same_clock=ns.assume_same_clock)
+    except OSError as exc:
+        print(f"[receiver] cannot listen on {ns.bind}:{ns.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"[receiver] listening on {ns.bind}:{ns.port} ({'tcp' if ns.tcp else 'udp'})",
+          flush=True)
+    start = last = time.monotonic()
+    end = start + ns.duration if ns.duration > 0 else float("inf")
+    try:
+        while not stop and time.monotonic() < end:
+            receiver.poll(0.1)
+            now = time.monotonic()
+            if now - last >= 1.0:
+                line = receiver.second_line(now - last)
+                last = now
+                if not ns.quiet:
+                    print(line, flush=True)
+    finally:
+        summary = receiver.summary()
+        receiver.close()
+    print(_summary_text(summary), flush=True)
+    if ns.summary_json:
+        with open(ns.summary_json, "w") as f:
+            json.dump(summary, f)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
