@@ -111,7 +111,8 @@ class Processes:
 
 
 @pytest.fixture
-def procs(tmp_path) -> Iterator[Processes]:
+def procs(tmp_path, ring_name) -> Iterator[Processes]:
+    """Processes of one test; stopped before ``ring_name`` checks /dev/shm is clean."""
     p = Processes(tmp_path)
     yield p
     p.stop_all()

@@ -109,7 +109,8 @@ class HeadsetBridgeNode(Node):
                 continue
             view = reader.read(seq)
             pickup_ns = time.monotonic_ns()
-            skipped = seq - last - 1 if last >= 0 else 0
+            # seq < last: the camera restarted and counts from 0 again.
+            skipped = seq - last - 1 if 0 <= last < seq else 0
             last = seq
             if view is None:  # overwritten between the doorbell and the read
                 with self._lock:

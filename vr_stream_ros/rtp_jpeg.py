@@ -261,9 +261,8 @@ class JpegDepacketizer:
         if frame is None:
             frame = _Pending(rtp.timestamp, first_ns=arrival_ns)
             self._pending[rtp.timestamp] = frame
-            while len(self._pending) > self.MAX_PENDING:
-                oldest = min(self._pending.values(), key=lambda f: f.first_ns)
-                self._give_up(oldest)
+            while len(self._pending) > self.MAX_PENDING:  # dicts keep arrival order
+                self._give_up(next(iter(self._pending.values())))
         frame.chunks[offset] = bytes(payload[pos:])
         frame.jpeg_type, frame.width, frame.height, frame.q = jtype, w8 * 8, h8 * 8, q
         if qtables is not None:
@@ -275,10 +274,12 @@ class JpegDepacketizer:
         if rtp.marker:
             frame.total = offset + len(payload) - pos
         if frame.complete():
-            out.append(self._finish(frame))
-            # Frames older than a completed one will not complete any more.
-            for other in [f for f in self._pending.values() if f.first_ns < frame.first_ns]:
+            # Frames that began before a completed one will not complete any more.
+            for other in list(self._pending.values()):
+                if other is frame:
+                    break
                 self._give_up(other)
+            out.append(self._finish(frame))
         return out
 
     def _forget(self, frame: _Pending) -> None:
