@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 
@@ -41,6 +42,9 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     finally:
+        # `ros2 launch` forwards a second SIGINT after the terminal's: cleanup must finish.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
