@@ -3,7 +3,9 @@
 The video path runs on its own thread and never queues: it waits on the ring's
 doorbell, takes the newest frame (counting the ones it skipped), encodes straight
 from the shared-memory view, checks the slot was not overwritten meanwhile, and
-sends. The ROS executor only publishes the latency stats once per period.
+sends. Between frames the same thread sends RTCP sender reports and reads the
+headset's reports (round trip, clock offset, loss, per-frame decode times). The ROS
+executor only publishes the latency stats and /diagnostics once per period.
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ import random
 import threading
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from vr_stream_ros.frame_ring import FrameRingReader
+from vr_stream_ros.headset_feedback import HeadsetFeedback
 from vr_stream_ros.jpeg_encoder import JpegEncoder
+from vr_stream_ros.latency_profiler import LatencyProfiler
 from vr_stream_ros.msg import LatencyStats, StageLatency
 from vr_stream_ros.node_params import BRIDGE_PARAMS
 from vr_stream_ros.param_spec import ParameterError
 from vr_stream_ros.ros.params import declare_and_validate
 from vr_stream_ros.ros.runner import run_node
+from vr_stream_ros.rtcp import is_rtcp, sender_report
 from vr_stream_ros.rtp import (
     ABS_CAPTURE_TIME_URI,
     EXT_ABS_CAPTURE_TIME,
@@ -31,16 +37,30 @@ from vr_stream_ros.rtp import (
 )
 from vr_stream_ros.rtp_jpeg import JpegPacketizer
 from vr_stream_ros.sdp import make_sdp
-from vr_stream_ros.stage_stats import PipelineStats
+from vr_stream_ros.stage_stats import PipelineStats, StageSummary
 from vr_stream_ros.transport import open_sender
 
 NODE_NAME = "headset_bridge_node"
-STAGES = ("capture_to_ring", "ring_to_bridge", "encode", "send", "end_to_end")
+SENDER_STAGES = ("capture_to_ring", "ring_to_bridge", "encode", "send")
+HEADSET_STAGES = ("network", "receive_decode")
+STAGES = (*SENDER_STAGES, *HEADSET_STAGES, "capture_to_sent", "capture_to_decoded")
 
 
 def rtp_timestamp(capture_ns: int) -> int:
     """90 kHz RTP timestamp of a capture time."""
     return (capture_ns * 9 // 100_000) & 0xFFFFFFFF
+
+
+def diagnostic_level(end_to_end: StageSummary, budget_ms: float) -> tuple[bytes, str]:
+    """OK when p99 is within the budget, WARN when only p50 is, ERROR otherwise."""
+    if end_to_end.samples == 0:
+        return DiagnosticStatus.ERROR, "no frames reached the headset in the last period"
+    if end_to_end.p99_ms <= budget_ms:
+        return DiagnosticStatus.OK, f"p99 {end_to_end.p99_ms:.1f} ms within {budget_ms:g} ms"
+    if end_to_end.p50_ms <= budget_ms:
+        return DiagnosticStatus.WARN, (f"p99 {end_to_end.p99_ms:.1f} ms over the "
+                                       f"{budget_ms:g} ms budget (p50 within)")
+    return DiagnosticStatus.ERROR, f"p50 {end_to_end.p50_ms:.1f} ms over {budget_ms:g} ms"
 
 
 class HeadsetBridgeNode(Node):
@@ -60,11 +80,14 @@ class HeadsetBridgeNode(Node):
             raise ParameterError(f"ring '{p['ring_name']}' holds {spec.channels}-channel frames; "
                                  "the bridge encodes rgb8/bgr8 only")
         self._encoder = JpegEncoder(p["jpeg_quality"], p["chroma_subsampling"],
-                                    self._reader.pixel_format or "rgb8")
-        self._packetizer = JpegPacketizer(ssrc=random.getrandbits(32), mtu=p["mtu"])
+                                    self._reader.pixel_format)
+        ssrc = random.getrandbits(32)
+        self._packetizer = JpegPacketizer(ssrc=ssrc, mtu=p["mtu"])
         self._sender = open_sender(
             p["transport"], p["headset_ip"], p["headset_port"], dscp=p["dscp"],
             sndbuf=p["sndbuf_kib"] * 1024, **self._udp_pacing(p))
+        self._feedback = HeadsetFeedback(ssrc)
+        self._profiler = LatencyProfiler() if p["record_path"] else None
         if p["sdp_path"]:
             self._write_sdp(p)
         self._stats = PipelineStats(STAGES)
@@ -74,6 +97,7 @@ class HeadsetBridgeNode(Node):
         self._window_frames = 0
         self._stats_pub = self.create_publisher(
             LatencyStats, "latency", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(p["stats_period_s"], self._publish_stats)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._video_loop, name="video", daemon=True)
@@ -100,69 +124,145 @@ class HeadsetBridgeNode(Node):
         os.replace(tmp, p["sdp_path"])
         self.get_logger().info(f"SDP for receivers written to {p['sdp_path']}")
 
+    # -- video thread ----------------------------------------------------------------
     def _video_loop(self) -> None:
-        reader, stats = self._reader, self._stats
+        reader = self._reader
         last = reader.latest_seq()
+        next_sr = 0.0
         while not self._stop.is_set():
             seq = reader.wait_newer(last, timeout=0.25)
-            if seq is None:
-                continue
-            view = reader.read(seq)
-            pickup_ns = time.monotonic_ns()
-            # seq < last: the camera restarted and counts from 0 again.
-            skipped = seq - last - 1 if 0 <= last < seq else 0
-            last = seq
-            if view is None:  # overwritten between the doorbell and the read
-                with self._lock:
-                    self.frames_torn += 1
-                continue
-            jpeg = self._encoder.encode(view.array)
-            encoded_ns = time.monotonic_ns()
-            if not reader.is_intact(view):  # the writer lapped us while we encoded
-                with self._lock:
-                    self.frames_torn += 1
-                continue
-            packets = self._packetizer.packetize(
-                jpeg, rtp_timestamp(view.capture_ns), view.capture_ns, seq)
-            result = self._sender.send_frame(packets)
-            with self._lock:
-                self.frames_skipped += skipped
-                if result.dropped:
-                    self.frames_dropped += 1
-                    continue
-                self.frames_sent += 1
-                self._window_frames += 1
-                stats.add("capture_to_ring", view.publish_ns - view.capture_ns)
-                stats.add("ring_to_bridge", pickup_ns - view.publish_ns)
-                stats.add("encode", encoded_ns - pickup_ns)
-                stats.add("send", result.done_ns - encoded_ns)
-                stats.add("end_to_end", result.done_ns - view.capture_ns)
+            if seq is not None:
+                # seq < last: the camera restarted and counts from 0 again.
+                skipped = seq - last - 1 if 0 <= last < seq else 0
+                last = seq
+                self._send_frame(seq, skipped)
+            now = time.monotonic()
+            if now >= next_sr:  # RTCP between frames, on this thread: TCP framing stays whole
+                next_sr = now + self._p["rtcp_interval_s"]
+                self._send_sender_report()
+            self._read_feedback()
 
+    def _send_frame(self, seq: int, skipped: int) -> None:
+        reader = self._reader
+        view = reader.read(seq)
+        pickup_ns = time.monotonic_ns()
+        if view is None:  # overwritten between the doorbell and the read
+            with self._lock:
+                self.frames_torn += 1
+            return
+        jpeg = self._encoder.encode(view.array)
+        encoded_ns = time.monotonic_ns()
+        if not reader.is_intact(view):  # the writer lapped us while we encoded
+            with self._lock:
+                self.frames_torn += 1
+            return
+        packets = self._packetizer.packetize(
+            jpeg, rtp_timestamp(view.capture_ns), view.capture_ns, seq)
+        result = self._sender.send_frame(packets)
+        with self._lock:
+            self.frames_skipped += skipped
+            if result.dropped:
+                self.frames_dropped += 1
+                return
+            self.frames_sent += 1
+            self._window_frames += 1
+            stats = self._stats
+            stats.add("capture_to_ring", view.publish_ns - view.capture_ns)
+            stats.add("ring_to_bridge", pickup_ns - view.publish_ns)
+            stats.add("encode", encoded_ns - pickup_ns)
+            stats.add("send", result.done_ns - encoded_ns)
+            stats.add("capture_to_sent", result.done_ns - view.capture_ns)
+            self._feedback.frame_sent(seq, view.capture_ns, result.done_ns)
+        if self._profiler is not None:
+            self._profiler.record(seq, {"capture": view.capture_ns, "ring_write": view.publish_ns,
+                                        "bridge_pickup": pickup_ns, "encoded": encoded_ns,
+                                        "sent": result.done_ns})
+
+    def _send_sender_report(self) -> None:
+        st = self._sender.stats
+        now = time.monotonic_ns()
+        packet = sender_report(self._packetizer.ssrc, now, rtp_timestamp(now),
+                               st.packets_sent, st.bytes_sent)
+        if self._sender.send_control(packet):
+            with self._lock:
+                self._feedback.sender_report_sent(now)
+
+    def _read_feedback(self) -> None:
+        for packet in self._sender.poll_feedback():
+            arrived = time.monotonic_ns()
+            if not is_rtcp(packet):
+                with self._lock:
+                    self._feedback.malformed += 1
+                continue
+            with self._lock:
+                frames = self._feedback.on_packet(packet, arrived)
+                for f in frames:
+                    self._stats.add("network", f.last_packet_ns - f.sent_ns)
+                    self._stats.add("receive_decode", f.decoded_ns - f.last_packet_ns)
+                    self._stats.add("capture_to_decoded", f.decoded_ns - f.capture_ns)
+            if self._profiler is not None:
+                for f in frames:
+                    self._profiler.record(f.frame_seq, {"headset_last_packet": f.last_packet_ns,
+                                                        "headset_decoded": f.decoded_ns})
+
+    # -- executor: stats and diagnostics ------------------------------------------------
     def _publish_stats(self) -> None:
         now = time.monotonic()
         with self._lock:
-            summaries = self._stats.summaries()
+            summaries = {s.name: s for s in self._stats.summaries()}
             self._stats.clear()
             window = now - self._window_start
             frames, self._window_frames, self._window_start = self._window_frames, 0, now
+            fb = self._feedback
+            headset = fb.fresh(time.monotonic_ns()) and summaries["capture_to_decoded"].samples
             msg = LatencyStats(
                 window_s=window, fps=frames / window if window > 0 else 0.0,
                 frames_sent=self.frames_sent, frames_skipped=self.frames_skipped,
-                frames_dropped=self.frames_dropped, frames_lost=0)
+                frames_dropped=self.frames_dropped, frames_lost=max(0, fb.cumulative_lost),
+                headset_feedback=bool(headset),
+                rtt_ms=fb.clock.rtt_ns / 1e6 if fb.clock else 0.0,
+                clock_offset_ms=fb.clock.offset_ns / 1e6 if fb.clock else 0.0,
+                jitter_ms=fb.jitter_ms, packet_loss=fb.fraction_lost,
+                reports_malformed=fb.malformed)
         msg.header.stamp = self.get_clock().now().to_msg()
-        stages = [StageLatency(name=s.name, p50_ms=s.p50_ms, p95_ms=s.p95_ms, p99_ms=s.p99_ms,
-                               max_ms=s.max_ms, mean_ms=s.mean_ms, samples=s.samples)
-                  for s in summaries]
-        msg.end_to_end, msg.stages = stages[-1], stages[:-1]
+        end = summaries["capture_to_decoded" if headset else "capture_to_sent"]
+        stage_names = SENDER_STAGES + (HEADSET_STAGES if headset else ())
+        msg.end_to_end = _stage_msg(end, "end_to_end")
+        msg.stages = [_stage_msg(summaries[n], n) for n in stage_names]
         self._stats_pub.publish(msg)
+        self._publish_diagnostics(end, msg)
+
+    def _publish_diagnostics(self, end: StageSummary, stats: LatencyStats) -> None:
+        level, text = diagnostic_level(end, self._p["latency_budget_ms"])
+        where = "decoded at the headset" if stats.headset_feedback else "sent (no headset reports)"
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_fully_qualified_name()}: end-to-end latency",
+            message=text, hardware_id=f"{self._p['headset_ip']}:{self._p['headset_port']}",
+            values=[KeyValue(key=k, value=v) for k, v in (
+                ("measured_to", where), ("p50_ms", f"{end.p50_ms:.2f}"),
+                ("p99_ms", f"{end.p99_ms:.2f}"), ("fps", f"{stats.fps:.1f}"),
+                ("rtt_ms", f"{stats.rtt_ms:.2f}"), ("frames_skipped", str(stats.frames_skipped)),
+                ("frames_dropped", str(stats.frames_dropped)))])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = stats.header.stamp
+        self._diag_pub.publish(array)
 
     def close(self) -> None:
-        """Stop the video thread and release the ring and the socket."""
+        """Stop the video thread, write the recording, release the ring and the socket."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)
+        if self._profiler is not None:
+            self._profiler.export(self._p["record_path"])
+            self.get_logger().info(f"{len(self._profiler.frames)} frames' stage times written "
+                                   f"to {self._p['record_path']}")
         self._sender.close()
         self._reader.close()
+
+
+def _stage_msg(s: StageSummary, name: str) -> StageLatency:
+    return StageLatency(name=name, p50_ms=s.p50_ms, p95_ms=s.p95_ms, p99_ms=s.p99_ms,
+                        max_ms=s.max_ms, mean_ms=s.mean_ms, samples=s.samples)
 
 
 def main(args: list[str] | None = None) -> int:

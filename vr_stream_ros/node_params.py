@@ -61,6 +61,15 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               min=0.0, max=600.0),
     ParamSpec("stats_period_s", 1.0, "Period of the latency stats topic in seconds.",
               min=0.1, max=60.0),
+    ParamSpec("rtcp_interval_s", 0.25, "Period of RTCP sender reports to the headset.",
+              min=0.05, max=10.0),
+    ParamSpec("latency_budget_ms", 30.0,
+              "End-to-end budget for /diagnostics: OK if p99 is within, WARN if only p50 is.",
+              min=1.0, max=10000.0),
+    ParamSpec("record_path", "",
+              "Record every frame's stage times to this .csv or .json at exit ('' = off).",
+              check=lambda v: None if v == "" or v.endswith((".csv", ".json"))
+              else "a path ending in .csv or .json, or ''"),
 )
 
 BRIDGE_PARAMS_BY_NAME = {p.name: p for p in BRIDGE_PARAMS}

@@ -5,15 +5,18 @@
 It receives RTP/JPEG over UDP (or RTP over TCP, RFC 4571, accepting the bridge's
 connection), reassembles and decodes every frame, reads the frame number and capture
 time the synthetic pattern carries in its pixels, and prints fps, loss and latency
-once a second. Latency compares the frame's capture time (abs-capture-time) with this
-host's CLOCK_MONOTONIC, which is only meaningful when sender and receiver share the
-clock: on by default for a loopback sender, else ``--assume-same-clock``.
+once a second. It answers the bridge's RTCP sender reports with receiver reports
+(loss, jitter, its clock, and per-frame stamps: see rtcp.py). Latency compares the
+frame's capture time (abs-capture-time) with this host's CLOCK_MONOTONIC, which is
+only meaningful when sender and receiver share the clock: on by default for a
+loopback sender, else ``--assume-same-clock``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import select
 import signal
 import socket
@@ -24,7 +27,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import simplejpeg
 
-from vr_stream_ros.rtp import Rfc4571Decoder
+from vr_stream_ros.rtcp import (
+    FrameStamps,
+    ReportBlock,
+    frame_stamps_app,
+    is_rtcp,
+    middle32,
+    parse_compound,
+    receiver_reference_time,
+    receiver_report,
+)
+from vr_stream_ros.rtp import Rfc4571Decoder, frame_rfc4571
 from vr_stream_ros.rtp_jpeg import JpegDepacketizer, ReceivedFrame
 from vr_stream_ros.synthetic_pattern import read_stamp
 
@@ -61,10 +74,19 @@ class StreamReceiver:
     """Receives, reassembles and decodes one RTP/JPEG stream, keeping statistics."""
 
     def __init__(self, port: int, bind: str = "127.0.0.1", *, tcp: bool = False,
-                 same_clock: bool | None = None, decode: bool = True) -> None:
+                 same_clock: bool | None = None, report_interval: float = 0.2,
+                 clock_offset_ns: int = 0) -> None:
         self.tcp = tcp
         self.same_clock = same_clock
-        self.decode = decode
+        self.report_interval = report_interval
+        self.clock_offset_ns = clock_offset_ns  # simulated headset clock (tests)
+        self.ssrc = random.getrandbits(32)
+        self._last_sr: tuple[int, int, int] | None = None  # LSR, arrival (our clock), ssrc
+        self._peer: tuple[str, int] | None = None
+        self._last_report = 0.0
+        self._stamps: list[FrameStamps] = []
+        self._expected_prior = self._received_prior = 0
+        self.reports_sent = 0
         self.depacketizer = JpegDepacketizer()
         self.stats = ReceiverStats()
         self.window: list[float] = []  # latencies of the current second
@@ -98,7 +120,52 @@ class StreamReceiver:
                 frames += self._read_tcp()
         for frame in frames:
             self._handle(frame)
+        if self._last_sr is not None and time.monotonic() - self._last_report >= \
+                self.report_interval:
+            self._send_report()
         return frames
+
+    def clock_ns(self) -> int:
+        """This receiver's clock as reported to the bridge (CLOCK_MONOTONIC + offset)."""
+        return time.monotonic_ns() + self.clock_offset_ns
+
+    def _packet(self, data: bytes, peer: tuple[str, int] | None) -> list[ReceivedFrame]:
+        if is_rtcp(data):
+            report = parse_compound(data)
+            for sr in report.sender_reports:
+                self._last_sr = (middle32(sr.ntp), self.clock_ns(), sr.ssrc)
+                if peer is not None:
+                    self._peer = peer
+            return []
+        return self.depacketizer.push(data, self.clock_ns())
+
+    def _send_report(self) -> None:
+        """RR + XR receiver time + APP frame stamps, back to the sender (rtcp-mux)."""
+        lsr, sr_arrival, sender_ssrc = self._last_sr
+        d = self.depacketizer
+        expected = d.packets + d.packets_lost
+        expected_interval = expected - self._expected_prior
+        lost_interval = expected_interval - (d.packets - self._received_prior)
+        self._expected_prior, self._received_prior = expected, d.packets
+        now = self.clock_ns()
+        block = ReportBlock(
+            sender_ssrc, lost_interval / expected_interval if expected_interval > 0 else 0.0,
+            d.packets_lost, d.extended_highest_seq & 0xFFFFFFFF, int(d.jitter), lsr,
+            min(0xFFFFFFFF, (now - sr_arrival) * 65536 // 1_000_000_000))
+        packet = receiver_report(self.ssrc, [block]) + \
+            receiver_reference_time(self.ssrc, self.clock_ns())
+        if self._stamps:
+            packet += frame_stamps_app(self.ssrc, self._stamps)
+            self._stamps = []
+        try:
+            if self.tcp and self._conn is not None:
+                self._conn.send(frame_rfc4571(packet), socket.MSG_DONTWAIT)
+            elif not self.tcp and self._peer is not None:
+                self.sock.sendto(packet, self._peer)
+            self.reports_sent += 1
+        except OSError:
+            pass  # the bridge went away; it will send a new SR when it is back
+        self._last_report = time.monotonic()
 
     def _accept(self) -> None:
         conn, peer = self.sock.accept()
@@ -124,7 +191,7 @@ class StreamReceiver:
                 self._note_peer(peer[0])
             self.stats.bytes += len(data)
             self.window_bytes += len(data)
-            frames += self.depacketizer.push(data, time.monotonic_ns())
+            frames += self._packet(data, peer)
         return frames
 
     def _read_tcp(self) -> list[ReceivedFrame]:
@@ -138,24 +205,28 @@ class StreamReceiver:
             self._conn.close()
             self._conn = None
             return []
-        now = time.monotonic_ns()
         self.stats.bytes += len(data)
         self.window_bytes += len(data)
         frames = []
         for packet in self._tcp_decoder.feed(data):
-            frames += self.depacketizer.push(packet, now)
+            frames += self._packet(packet, None)
         return frames
 
     def _handle(self, frame: ReceivedFrame) -> None:
         st = self.stats
-        if not self.decode:
-            return
         try:
             image = simplejpeg.decode_jpeg(frame.jpeg, colorspace="RGB")
         except ValueError:
             st.decode_errors += 1
             return
-        decoded_ns = time.monotonic_ns()
+        decoded_clock = self.clock_ns()
+        if frame.frame_seq is not None:
+            self._stamps.append(FrameStamps(frame.frame_seq, frame.first_packet_ns,
+                                            frame.last_packet_ns, decoded_clock))
+        # Our own figures use the true clock (a simulated offset is the bridge's problem).
+        decoded_ns = decoded_clock - self.clock_offset_ns
+        first_ns = frame.first_packet_ns - self.clock_offset_ns
+        last_ns = frame.last_packet_ns - self.clock_offset_ns
         st.frames_decoded += 1
         self.window_frames += 1
         stamp = read_stamp(image)
@@ -169,12 +240,9 @@ class StreamReceiver:
             latency = (decoded_ns - frame.capture_ns) / 1e6
             st.latency_ms.append(latency)
             self.window.append(latency)
-            st.stages_ms["capture_to_first_packet"].append(
-                (frame.first_packet_ns - frame.capture_ns) / 1e6)
-            st.stages_ms["first_to_last_packet"].append(
-                (frame.last_packet_ns - frame.first_packet_ns) / 1e6)
-            st.stages_ms["last_packet_to_decoded"].append(
-                (decoded_ns - frame.last_packet_ns) / 1e6)
+            st.stages_ms["capture_to_first_packet"].append((first_ns - frame.capture_ns) / 1e6)
+            st.stages_ms["first_to_last_packet"].append((last_ns - first_ns) / 1e6)
+            st.stages_ms["last_packet_to_decoded"].append((decoded_ns - last_ns) / 1e6)
 
     def second_line(self, elapsed: float) -> str:
         """The once-a-second line; starts a new window."""
@@ -209,6 +277,8 @@ class StreamReceiver:
             "malformed_packets": d.malformed,
             "bytes": st.bytes,
             "same_clock": bool(self.same_clock),
+            "reports_sent": self.reports_sent,
+            "clock_offset_ms": self.clock_offset_ns / 1e6,
             "stamps": {
                 "first": frames[0] if frames else None,
                 "last": frames[-1] if frames else None,
@@ -256,11 +326,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assume-same-clock", action="store_true", default=None,
                         help="report latency even when the sender is not on loopback")
     parser.add_argument("--quiet", action="store_true", help="no per-second lines")
+    parser.add_argument("--report-interval", type=float, default=0.2,
+                        help="seconds between RTCP reports to the sender (default 0.2)")
+    parser.add_argument("--clock-offset-ms", type=float, default=0.0,
+                        help="simulate a headset clock this far off (tests the bridge's "
+                             "offset estimate; this receiver's own figures stay true)")
     ns = parser.parse_args(argv)
     if not 1 <= ns.port <= 65535:
         parser.error(f"--port: got {ns.port}, expected 1..65535")
     try:
-        receiver = StreamReceiver(ns.port, ns.bind, tcp=ns.tcp, same_clock=ns.assume_same_clock)
+        receiver = StreamReceiver(ns.port, ns.bind, tcp=ns.tcp, same_clock=ns.assume_same_clock,
+                                  report_interval=ns.report_interval,
+                                  clock_offset_ns=int(ns.clock_offset_ms * 1e6))
     except OSError as exc:
         print(f"[receiver] cannot listen on {ns.bind}:{ns.port}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -210,7 +210,22 @@ class JpegDepacketizer:
         self.malformed = 0
         self._pending: dict[int, _Pending] = {}
         self._highest_seq: int | None = None
+        self.cycles = 0  # sequence number wrap-arounds (for the extended highest seq)
+        self.jitter = 0.0  # RFC 3550 interarrival jitter, RTP timestamp units
+        self._last_transit: int | None = None
         self._done: list[int] = []  # timestamps already emitted or dropped
+
+    @property
+    def extended_highest_seq(self) -> int:
+        """Highest sequence number seen, with wrap-arounds (RFC 3550 A.1)."""
+        return (self.cycles << 16) | (self._highest_seq or 0)
+
+    def _update_jitter(self, rtp_timestamp: int, arrival_ns: int) -> None:
+        transit = (arrival_ns * 9 // 100_000 - rtp_timestamp) & 0xFFFFFFFF
+        if self._last_transit is not None:
+            d = abs(((transit - self._last_transit + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
+            self.jitter += (d - self.jitter) / 16
+        self._last_transit = transit
 
     def push(self, packet: bytes, arrival_ns: int) -> list[ReceivedFrame]:
         """Feed one datagram; return the frames it completed."""
@@ -229,6 +244,8 @@ class JpegDepacketizer:
             return
         if delta < 0x8000:  # ahead
             self.packets_lost += delta - 1
+            if seq < self._highest_seq:
+                self.cycles += 1
             self._highest_seq = seq
         elif self.packets_lost > 0:  # a late packet fills a gap counted before
             self.packets_lost -= 1
@@ -254,6 +271,7 @@ class JpegDepacketizer:
             pos += 4 + length
         self.packets += 1
         self._track_sequence(rtp.sequence)
+        self._update_jitter(rtp.timestamp, arrival_ns)
         if rtp.timestamp in self._done:
             return []  # a straggler of a frame already finished or given up
         frame = self._pending.get(rtp.timestamp)

@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vr_stream_ros.rtp import Rfc4571Decoder
+
 SO_PRIORITY_INTERACTIVE = 6
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
@@ -193,6 +195,27 @@ class UdpRtpSender:
             i = j
         return sent, nbytes
 
+    def send_control(self, packet: bytes) -> bool:
+        """Send one RTCP packet on the RTP socket (rtcp-mux); False if it could not go."""
+        try:
+            self.sock.send(packet, socket.MSG_DONTWAIT)
+            return True
+        except OSError:
+            return False
+
+    def poll_feedback(self) -> list[bytes]:
+        """Datagrams the headset sent back (RTCP). The socket is connected, so the
+        kernel delivers only those from headset_ip:headset_port."""
+        packets = []
+        for _ in range(64):
+            try:
+                packets.append(self.sock.recv(65536, socket.MSG_DONTWAIT))
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+            except OSError:
+                break
+        return packets
+
     def close(self) -> None:
         """Close the socket (idempotent)."""
         self.sock.close()
@@ -215,6 +238,7 @@ class TcpRtpSender:
         self._connected = False
         self._pending = memoryview(b"")
         self._ever_connected = False
+        self._feedback = Rfc4571Decoder()
 
     # -- connection ----------------------------------------------------------------
     def _start_connect(self) -> None:
@@ -256,6 +280,7 @@ class TcpRtpSender:
         self.sock = None
         self._connected = False
         self._pending = memoryview(b"")
+        self._feedback.reset()
         self.stats.last_error = why
         self.stats.send_errors += 1
 
@@ -303,6 +328,33 @@ class TcpRtpSender:
         self.stats.frames_sent += 1
         self.stats.packets_sent += len(packets)
         return SendResult(len(packets), len(data), False, "", time.monotonic_ns())
+
+    def send_control(self, packet: bytes) -> bool:
+        """Send one RTCP packet, framed, between frames; False if the link is busy."""
+        if not self._connected or self._pending:
+            return False
+        data = memoryview(struct.pack("!H", len(packet)) + packet)
+        try:
+            n = self._write(data)
+        except OSError:
+            return False
+        if n < len(data):
+            self._pending = data[n:]  # keep framing whole; it goes before the next frame
+        return True
+
+    def poll_feedback(self) -> list[bytes]:
+        """RTCP packets the headset sent back on the connection (RFC 4571 framed)."""
+        if not self._connected or self.sock is None:
+            return []
+        try:
+            data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return []
+        if not data:
+            return []  # peer closed; the next send notices and reconnects
+        return self._feedback.feed(data)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
