@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # no generated .msg) from shadowing the installed package when run from the repo root.
 ENV := source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint bench clean
 setup:
 	@bash tools/bootstrap.sh
 
@@ -20,6 +20,9 @@ lint: setup
 
 test: setup lint
 	@$(ENV) python -m pytest -q -rs test $(PYTEST_ARGS)
+
+bench: setup
+	@$(ENV) python -m vr_stream_ros.benchmark
 
 clean:
 	rm -rf build install log

@@ -83,9 +83,9 @@ _VALID = [_report(1_000_000_000, 3_000_000, 2_000_000_000, [FrameStamps(1, 2, 3,
     st.binary(max_size=120),
     st.tuples(st.sampled_from(_VALID), st.integers(0, 400), st.integers(0, 255)),
     st.tuples(st.sampled_from(_VALID), st.integers(0, 400)),
-), min_size=1, max_size=20))
+), min_size=10, max_size=20))
 def test_report_parser_never_raises(items) -> None:
-    """~100k random, bit-flipped and truncated packets (10 per example on average)."""
+    """At least 100k random, bit-flipped and truncated packets (10-20 per example)."""
     fb = HeadsetFeedback(SSRC)
     fb.sender_report_sent(1_000_000_000)
     for item in items:
