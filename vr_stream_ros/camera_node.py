@@ -21,7 +21,9 @@ from vr_stream_ros.frame_ring import FrameRingWriter, FrameSpec
 from vr_stream_ros.msg import FrameRef
 from vr_stream_ros.node_params import CAMERA_PARAMS
 from vr_stream_ros.ros.params import declare_and_validate
+from vr_stream_ros.ros.realtime import setup_realtime
 from vr_stream_ros.ros.runner import run_node
+from vr_stream_ros.rt_setup import collect_garbage, set_thread_name
 
 NODE_NAME = "camera_node"
 
@@ -33,6 +35,9 @@ class CameraNode(Node):
         super().__init__(NODE_NAME)
         p = declare_and_validate(self, CAMERA_PARAMS)
         self.fatal_error: str | None = None
+        self.executor_kind = p["executor"]
+        self.rt_report = setup_realtime(self, p)  # before any thread of ours exists
+        self._manual_gc = p["gc_mode"] == "manual"
         self._config = CameraConfig(
             backend=p["camera"], width=p["width"], height=p["height"], fps=p["fps"],
             pixel_format=p["pixel_format"], profile=p["profile"], device=p["device"],
@@ -67,6 +72,7 @@ class CameraNode(Node):
             f"({p['ring_slots']} slots), frame refs on {self._frame_ref_pub.topic_name}")
 
     def _capture_loop(self) -> None:
+        set_thread_name("capture")
         ring, backend = self._ring, self._backend
         ref = FrameRef(ring_name=self._ring_name, width=self._config.width,
                        height=self._config.height, encoding=self._config.pixel_format)
@@ -86,6 +92,8 @@ class CameraNode(Node):
                 return
             write_ns = ring.publish(loan, capture_ns)
             self.frames += 1
+            if self._manual_gc:
+                collect_garbage()
             ref.header.stamp = clock.now().to_msg()
             ref.seq, ref.slot = loan.seq, loan.slot
             ref.capture_mono_ns, ref.ring_write_mono_ns = capture_ns, write_ns

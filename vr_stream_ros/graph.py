@@ -78,8 +78,15 @@ def _spec(node: str, name: str) -> ParamSpec:
     return next(s for s in specs if s.name == name)
 
 
-LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = tuple(
-    LaunchArgument(name, node, _spec(node, name)) for name, node in _ARGUMENTS)
+RT_PROFILE = ParamSpec(
+    "rt_profile", "none", "Real-time layout overlaid on the config: config/rt_<profile>.yaml "
+    "(pi5: the seed's CPUs 2/1 at FIFO 90/85; two_core: both on CPU 1).",
+    choices=("none", "pi5", "two_core"))
+
+LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
+    *(LaunchArgument(name, node, _spec(node, name)) for name, node in _ARGUMENTS),
+    LaunchArgument("rt_profile", "", RT_PROFILE),  # not a node parameter: selects a file
+)
 
 
 def _ros_literal(value: Value) -> str:
@@ -112,6 +119,8 @@ def load_config(path: str) -> dict[str, dict[str, Value]]:
     try:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ParameterError(f"config file {path}: does not exist") from None
     except OSError as exc:
         raise ParameterError(f"config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -141,9 +150,13 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
         raise ParameterError(f"launch argument '{unknown[0]}' is not known; "
                              f"known: {', '.join(sorted(known))}")
     values = {**argument_defaults(config), **arguments}
+    profile = RT_PROFILE.validate(values["rt_profile"])
+    overlay: dict[str, dict[str, Value]] = {}
+    if profile != "none":
+        overlay = load_config(os.path.join(os.path.dirname(config_path), f"rt_{profile}.yaml"))
     launches = []
     for node, specs in NODES:
-        merged = dict(config[node])
+        merged = {**config[node], **overlay.get(node, {})}
         for arg in LAUNCH_ARGUMENTS:
             if arg.node == node:
                 merged[arg.spec.name] = values[arg.name]

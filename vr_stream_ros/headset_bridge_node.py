@@ -27,7 +27,9 @@ from vr_stream_ros.msg import LatencyStats, StageLatency
 from vr_stream_ros.node_params import BRIDGE_PARAMS
 from vr_stream_ros.param_spec import ParameterError
 from vr_stream_ros.ros.params import declare_and_validate
+from vr_stream_ros.ros.realtime import setup_realtime
 from vr_stream_ros.ros.runner import run_node
+from vr_stream_ros.rt_setup import collect_garbage, set_thread_name
 from vr_stream_ros.rtcp import is_rtcp, sender_report
 from vr_stream_ros.rtp import (
     ABS_CAPTURE_TIME_URI,
@@ -70,6 +72,9 @@ class HeadsetBridgeNode(Node):
         super().__init__(NODE_NAME)
         p = declare_and_validate(self, BRIDGE_PARAMS)
         self.fatal_error: str | None = None
+        self.executor_kind = p["executor"]
+        self.rt_report = setup_realtime(self, p)  # before any thread of ours exists
+        self._manual_gc = p["gc_mode"] == "manual"
         self._p = p
         self.get_logger().info(f"waiting up to {p['ring_wait_s']:g} s for ring "
                                f"'{p['ring_name']}' (started by camera_node)")
@@ -126,6 +131,7 @@ class HeadsetBridgeNode(Node):
 
     # -- video thread ----------------------------------------------------------------
     def _video_loop(self) -> None:
+        set_thread_name("video")
         reader = self._reader
         last = reader.latest_seq()
         next_sr = 0.0
@@ -141,6 +147,8 @@ class HeadsetBridgeNode(Node):
                 next_sr = now + self._p["rtcp_interval_s"]
                 self._send_sender_report()
             self._read_feedback()
+            if self._manual_gc:
+                collect_garbage()
 
     def _send_frame(self, seq: int, skipped: int) -> None:
         reader = self._reader

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from vr_stream_ros.param_spec import ParamSpec, check_ipv4_host, check_name
+from vr_stream_ros.param_spec import ParamSpec, check_cpu_list, check_ipv4_host, check_name
+
+RT_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("cpu_affinity", "", "CPUs for this node's threads, e.g. '2' or '2,3' ('' = any).",
+              check=check_cpu_list, any_type=True),
+    ParamSpec("sched_policy", "other", "Scheduling policy: other (normal), fifo or rr (real time).",
+              choices=("other", "fifo", "rr")),
+    ParamSpec("rt_priority", 0, "Real-time priority 1..99 for fifo/rr (0 with other).",
+              min=0, max=99),
+    ParamSpec("lock_memory", False, "mlockall(current+future): no page faults on the hot path."),
+    ParamSpec("gc_mode", "default",
+              "Python GC: default, freeze (start-up objects frozen), manual (young-generation "
+              "collection between frames only).", choices=("default", "freeze", "manual")),
+    ParamSpec("executor", "single_threaded", "rclpy executor spinning the node.",
+              choices=("single_threaded", "multi_threaded", "events")),
+    ParamSpec("require_realtime", False,
+              "Refuse to start if any RT setting above is refused by the kernel."),
+)
 
 RING_NAME = ParamSpec(
     "ring_name", "vr_stream_ros_frames",
@@ -32,6 +49,7 @@ CAMERA_PARAMS: tuple[ParamSpec, ...] = (
               min=2, max=64),
     ParamSpec("frame_id", "camera_optical_frame", "TF frame of the camera (REP-103 optical)."),
     ParamSpec("compressed_quality", 80, "JPEG quality of image_raw/compressed.", min=1, max=100),
+    *RT_PARAMS,
 )
 
 BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
@@ -70,6 +88,7 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               "Record every frame's stage times to this .csv or .json at exit ('' = off).",
               check=lambda v: None if v == "" or v.endswith((".csv", ".json"))
               else "a path ending in .csv or .json, or ''"),
+    *RT_PARAMS,
 )
 
 BRIDGE_PARAMS_BY_NAME = {p.name: p for p in BRIDGE_PARAMS}

@@ -32,6 +32,8 @@ class ParamSpec:
     max: float | None = None
     check: Callable[[Any], str | None] | None = None
     """Extra check: returns what was expected when the value is wrong, else None."""
+    any_type: bool = False
+    """Accept any ROS type on the command line (e.g. cpu_affinity:=2 as well as '2,3')."""
 
     @property
     def kind(self) -> type:
@@ -131,3 +133,23 @@ def check_name(value: str) -> str | None:
     if value and len(value) <= 200 and all(c.isalnum() or c in "_.-" for c in value):
         return None
     return "1-200 characters from [A-Za-z0-9_.-]"
+
+
+def parse_cpu_list(value: str) -> tuple[int, ...]:
+    """'2', '2,3' or '0-1' -> (2,), (2, 3), (0, 1); '' -> ()."""
+    cpus: list[int] = []
+    for part in str(value).replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        cpus += range(int(lo), int(hi or lo) + 1)
+    return tuple(cpus)
+
+
+def check_cpu_list(value: str) -> str | None:
+    """Spec check: a CPU list like '2', '2,3' or '0-1' ('' = any CPU)."""
+    try:
+        parse_cpu_list(value)
+        return None
+    except ValueError:
+        return "a CPU list like '2', '2,3' or '0-1' ('' = any CPU)"

@@ -28,7 +28,7 @@ def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
         if spec.min is not None and spec.max is not None:
             d.floating_point_range = [
                 FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
-    if spec.kind is list:
+    if spec.kind is list or spec.any_type:
         d.dynamic_typing = True
     return d
 

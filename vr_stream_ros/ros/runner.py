@@ -13,8 +13,10 @@ from rclpy.node import Node
 from vr_stream_ros.camera.base import CameraError
 from vr_stream_ros.frame_ring import FrameRingError
 from vr_stream_ros.param_spec import ParameterError
+from vr_stream_ros.ros.realtime import make_executor
+from vr_stream_ros.rt_setup import RealtimeRefused
 
-STARTUP_ERRORS = (ParameterError, CameraError, FrameRingError, ValueError)
+STARTUP_ERRORS = (ParameterError, CameraError, FrameRingError, RealtimeRefused, ValueError)
 """What a node may raise while starting: logged as one line, exit code 2."""
 
 
@@ -29,11 +31,13 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
     try:
         try:
             node = factory()
+            executor = make_executor(getattr(node, "executor_kind", "single_threaded"))
         except STARTUP_ERRORS as exc:
             rclpy.logging.get_logger(name).fatal(str(exc))
             return 2
+        executor.add_node(node)
         while rclpy.ok() and getattr(node, "fatal_error", None) is None:
-            rclpy.spin_once(node, timeout_sec=0.2)
+            executor.spin_once(timeout_sec=0.2)
         fatal = getattr(node, "fatal_error", None)
         if fatal:
             node.get_logger().fatal(fatal)
