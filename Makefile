@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # no generated .msg) from shadowing the installed package when run from the repo root.
 ENV := source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench bench-jitter clean
 setup:
 	@bash tools/bootstrap.sh
 
@@ -23,6 +23,9 @@ test: setup lint
 
 bench: setup
 	@$(ENV) python -m vr_stream_ros.benchmark
+
+bench-jitter: setup
+	@$(ENV) python -m vr_stream_ros.jitter_bench
 
 clean:
 	rm -rf build install log

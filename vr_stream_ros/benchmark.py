@@ -167,19 +167,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_ros_pipeline(tmp: str, seconds: float) -> Result:
+def bench_ros_pipeline(tmp: str, seconds: float, camera_params: tuple[str, ...] = (),
+                       bridge_params: tuple[str, ...] = (), label: str = "ros_pipeline"
+                       ) -> Result:
+    """camera_node + headset_bridge_node + receiver; capture -> last datagram sent."""
     from vr_stream_ros.graph_runner import executable_path
     port, ring = _free_port(), f"vr_bench_pipe_{os.getpid()}"
-    record = os.path.join(tmp, "pipeline.csv")
+    record = os.path.join(tmp, f"{label}.csv")
     env = dict(os.environ, ROS_DOMAIN_ID=str(200 + os.getpid() % 30))
     receiver = subprocess.Popen(_python("vr_stream_ros.receiver", "--port", str(port),
                                         "--quiet", "--duration", str(seconds + 5)), env=env,
                                 stdout=subprocess.DEVNULL)
     ros = ["--ros-args", "-p", f"ring_name:={ring}", "--log-level", "warn"]
-    camera = subprocess.Popen([executable_path("camera_node"), *ros], env=env)
+    params = [x for p in camera_params for x in ("-p", p)]
+    camera = subprocess.Popen([executable_path("camera_node"), *ros, *params], env=env)
+    params = [x for p in bridge_params for x in ("-p", p)]
     bridge = subprocess.Popen([executable_path("headset_bridge_node"), *ros, "-p",
                                f"headset_port:={port}", "-p", f"record_path:={record}",
-                               "-p", "sdp_path:=''"], env=env)
+                               "-p", "sdp_path:=''", *params], env=env)
     meter = CpuMeter()
     for name, p in (("camera_node", camera), ("headset_bridge_node", bridge),
                     ("receiver", receiver)):
@@ -194,7 +199,7 @@ def bench_ros_pipeline(tmp: str, seconds: float) -> Result:
         rows = list(csv.DictReader(f))
     samples = [(int(r["sent"]) - int(r["capture"])) / 1e6 for r in rows if r.get("sent")]
     expected = int(rows[-1]["frame"]) - int(rows[0]["frame"]) + 1 if rows else 0
-    return Result("ros_pipeline", samples, expected, len(samples), cpu)
+    return Result(label, samples, expected, len(samples), cpu)
 
 
 def bench_floor(seconds: float) -> Result:
