@@ -6,7 +6,9 @@ ARGS ?=
 PYTEST_ARGS ?=
 # The venv, then the colcon install; PYTHONSAFEPATH keeps the source tree (which has
 # no generated .msg) from shadowing the installed package when run from the repo root.
-ENV := source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
+# Another sourced workspace (COLCON_PREFIX_PATH, PYTHONPATH) must not leak into this one.
+ENV := unset COLCON_PREFIX_PATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH PYTHONPATH && \
+	source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
 
 .PHONY: setup run test lint bench bench-jitter clean
 setup:

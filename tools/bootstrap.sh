@@ -43,6 +43,8 @@ if [ "$(readlink "$VENV" 2>/dev/null)" != "$VENV_REAL" ] || [ ! -f "$STAMP_FILE"
 fi
 
 # colcon: the workspace is the repo root; build/ install/ log/ are git-ignored.
+# Build against the venv only, never against another workspace sourced in this shell.
+unset COLCON_PREFIX_PATH PYTHONPATH
 export AMENT_PREFIX_PATH=$VENV_REAL
 export CMAKE_PREFIX_PATH=$VENV_REAL
 export PATH=$VENV_REAL/bin:$PATH
