@@ -79,6 +79,17 @@ class CameraBackend(ABC):
         self.close()
 
 
+class OpenCvBackend(CameraBackend):
+    """A backend reading from an OpenCV ``VideoCapture`` kept in ``self._cap``."""
+
+    _cap = None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
 class FramePacer:
     """Absolute-deadline pacing for sources that have no clock of their own."""
 

@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 
-from vr_stream_ros.camera.base import CameraBackend, CameraError, convert_bgr
+from vr_stream_ros.camera.base import CameraError, OpenCvBackend, convert_bgr
 
 
-class V4l2Camera(CameraBackend):
+class V4l2Camera(OpenCvBackend):
     """A V4L2 device, asked for MJPEG (the only way most UVC cameras reach 60 fps)."""
 
     name = "v4l2"
@@ -52,9 +52,3 @@ class V4l2Camera(CameraBackend):
             raise CameraError(f"parameter 'device': {self.config.device} stopped delivering frames")
         convert_bgr(bgr, out, self.config.pixel_format)
         return capture_ns
-
-    def close(self) -> None:
-        cap = getattr(self, "_cap", None)
-        if cap is not None:
-            cap.release()
-            self._cap = None

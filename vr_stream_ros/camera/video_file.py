@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 
-from vr_stream_ros.camera.base import CameraBackend, CameraError, FramePacer, convert_bgr
+from vr_stream_ros.camera.base import CameraError, FramePacer, OpenCvBackend, convert_bgr
 
 
-class VideoFileCamera(CameraBackend):
+class VideoFileCamera(OpenCvBackend):
     """Frames from any file OpenCV reads (mp4, mkv, avi, jpg, png), resized to fit."""
 
     name = "file"
@@ -51,9 +51,3 @@ class VideoFileCamera(CameraBackend):
         capture_ns = self._pacer.wait()
         convert_bgr(bgr, out, c.pixel_format)
         return capture_ns
-
-    def close(self) -> None:
-        cap = getattr(self, "_cap", None)
-        if cap is not None:
-            cap.release()
-            self._cap = None
