@@ -2,14 +2,20 @@
 
     python3 -m vr_stream_ros.receiver --port 5004 [--tcp] [--duration 10]
 
-It receives RTP/JPEG over UDP (or RTP over TCP, RFC 4571, accepting the bridge's
-connection), reassembles and decodes every frame, reads the frame number and capture
-time the synthetic pattern carries in its pixels, and prints fps, loss and latency
-once a second. It answers the bridge's RTCP sender reports with receiver reports
-(loss, jitter, its clock, and per-frame stamps: see rtcp.py). Latency compares the
-frame's capture time (abs-capture-time) with this host's CLOCK_MONOTONIC, which is
-only meaningful when sender and receiver share the clock: on by default for a
-loopback sender, else ``--assume-same-clock``.
+It receives RTP/JPEG over UDP (or RTP over TCP, RFC 4571: it listens and accepts the
+bridge's connection, and a new connection replaces the old one), reassembles and
+decodes every frame (simplejpeg, RGB), reads the frame number the synthetic pattern
+carries in its pixels, and prints fps, loss and latency once a second; at the end
+(``--duration``, SIGINT or SIGTERM) a summary, and with ``--summary-json`` every figure.
+It answers the bridge's RTCP sender reports with receiver reports (loss, jitter, its
+clock, and per-frame stamps: see rtcp.py).
+
+Latency is this host's CLOCK_MONOTONIC right after decoding minus the frame's capture
+time from the abs-capture-time extension, which the sender writes in *its*
+CLOCK_MONOTONIC (see rtp.py). That difference means something only when both are the
+same clock, i.e. the same host: it is reported by default when the sender's address is
+loopback, and otherwise only with ``--assume-same-clock`` (the offset between two
+hosts' monotonic clocks is unknown here; the bridge estimates it from RTCP instead).
 """
 
 from __future__ import annotations
@@ -42,6 +48,18 @@ from vr_stream_ros.rtp_jpeg import JpegDepacketizer, ReceivedFrame
 from vr_stream_ros.synthetic_pattern import read_stamp
 
 STAGES = ("capture_to_first_packet", "first_to_last_packet", "last_packet_to_decoded")
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not export it
+RCVBUF_BYTES = 8 << 20
+"""Receive buffer asked for: a few frames of 720p JPEG, so a decode stall drops nothing."""
+
+
+def _grow_rcvbuf(sock: socket.socket, size: int) -> int:
+    """Set SO_RCVBUF past net.core.rmem_max when allowed (root); return what the kernel gave."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+    except OSError:  # not root (or not Linux): capped at net.core.rmem_max
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 def _percentiles(samples: list[float]) -> dict[str, float] | None:
@@ -58,6 +76,7 @@ def _percentiles(samples: list[float]) -> dict[str, float] | None:
 class ReceiverStats:
     """Everything the receiver counts; ``summary()`` is the JSON it writes."""
 
+    frames_received: int = 0
     frames_decoded: int = 0
     decode_errors: int = 0
     bytes: int = 0
@@ -102,9 +121,13 @@ class StreamReceiver:
             self.sock.listen(1)
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
             self.sock.bind((bind, port))
+        # UDP: room for bursts while we decode. TCP keeps the kernel's autotuning.
+        self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) if tcp else \
+            _grow_rcvbuf(self.sock, RCVBUF_BYTES)
         self.sock.setblocking(False)
+        self._tcp_buf = bytearray(1 << 18)
+        self._window_complete_start = 0
 
     def poll(self, timeout: float) -> list[ReceivedFrame]:
         """Wait up to ``timeout`` s for data; handle it and return the frames it completed."""
@@ -113,13 +136,11 @@ class StreamReceiver:
         frames: list[ReceivedFrame] = []
         for s in ready:
             if s is self.sock and self.tcp:
-                self._accept()
+                frames += self._accept()
             elif s is self.sock:
                 frames += self._read_udp()
             else:
                 frames += self._read_tcp()
-        for frame in frames:
-            self._handle(frame)
         if self._last_sr is not None and time.monotonic() - self._last_report >= \
                 self.report_interval:
             self._send_report()
@@ -137,7 +158,10 @@ class StreamReceiver:
                 if peer is not None:
                     self._peer = peer
             return []
-        return self.depacketizer.push(data, self.clock_ns())
+        frames = self.depacketizer.push(data, self.clock_ns())
+        for frame in frames:  # decode at once: the next datagrams can wait in the buffer
+            self._handle(frame)
+        return frames
 
     def _send_report(self) -> None:
         """RR + XR receiver time + APP frame stamps, back to the sender (rtcp-mux)."""
@@ -167,14 +191,22 @@ class StreamReceiver:
             pass  # the bridge went away; it will send a new SR when it is back
         self._last_report = time.monotonic()
 
-    def _accept(self) -> None:
+    def _accept(self) -> list[ReceivedFrame]:
+        """Take a new connection; it replaces the old one after what that still holds."""
         conn, peer = self.sock.accept()
-        if self._conn is not None:  # the bridge reconnected: the old stream is over
+        frames: list[ReceivedFrame] = []
+        for _ in range(64):  # the sender reconnected: first finish what the old one holds
+            if self._conn is None or not select.select([self._conn], [], [], 0)[0]:
+                break
+            frames += self._read_tcp()
+        if self._conn is not None:
             self._conn.close()
         conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # RTCP replies
         self._conn = conn
         self._tcp_decoder.reset()
         self._note_peer(peer[0])
+        return frames
 
     def _note_peer(self, host: str) -> None:
         if self.same_clock is None:
@@ -196,24 +228,27 @@ class StreamReceiver:
 
     def _read_tcp(self) -> list[ReceivedFrame]:
         try:
-            data = self._conn.recv(1 << 20)
+            n = self._conn.recv_into(self._tcp_buf)
         except (BlockingIOError, InterruptedError):
             return []
         except OSError:
-            data = b""
-        if not data:
+            n = 0
+        if not n:  # the sender closed (or reset) the connection; wait for the next one
             self._conn.close()
             self._conn = None
             return []
-        self.stats.bytes += len(data)
-        self.window_bytes += len(data)
+        self.stats.bytes += n
+        self.window_bytes += n
         frames = []
-        for packet in self._tcp_decoder.feed(data):
+        with memoryview(self._tcp_buf) as view:
+            packets = self._tcp_decoder.feed(view[:n])
+        for packet in packets:
             frames += self._packet(packet, None)
         return frames
 
     def _handle(self, frame: ReceivedFrame) -> None:
         st = self.stats
+        st.frames_received += 1
         try:
             image = simplejpeg.decode_jpeg(frame.jpeg, colorspace="RGB")
         except ValueError:
@@ -248,9 +283,11 @@ class StreamReceiver:
         """The once-a-second line; starts a new window."""
         lost_total = self.depacketizer.frames_incomplete
         lost = lost_total - self.window_lost_start
+        complete_total = self.depacketizer.frames_complete
+        received = complete_total - self._window_complete_start
         fps = self.window_frames / elapsed if elapsed > 0 else 0.0
         mbit = self.window_bytes * 8 / 1e6 / elapsed if elapsed > 0 else 0.0
-        line = (f"[receiver] {fps:5.1f} fps | recv {self.window_frames + lost} lost {lost} | "
+        line = (f"[receiver] {fps:.1f} fps | recv {received} lost {lost} | "
                 f"decoded {self.window_frames} | ")
         p = _percentiles(self.window)
         if p:
@@ -261,21 +298,30 @@ class StreamReceiver:
         self.window.clear()
         self.window_frames = self.window_bytes = 0
         self.window_lost_start = lost_total
+        self._window_complete_start = complete_total
         return line
 
     def summary(self) -> dict:
         """Every figure, as written by ``--summary-json``."""
         st, d = self.stats, self.depacketizer
-        frames = sorted(set(st.stamps))
+        frames = sorted(st.stamps)
+        duration = time.monotonic() - st.started
         return {
-            "duration_s": round(time.monotonic() - st.started, 3),
+            "transport": "tcp" if self.tcp else "udp",
+            "rcvbuf_bytes": self.rcvbuf,
+            "duration_s": round(duration, 3),
+            "frames_received": st.frames_received,
             "frames_decoded": st.frames_decoded,
             "frames_lost": d.frames_incomplete,
+            "frames_pending": d.pending,
             "decode_errors": st.decode_errors,
+            "fps": round(st.frames_decoded / duration, 2) if duration > 0 else 0.0,
             "packets": d.packets,
             "packets_lost": d.packets_lost,
             "malformed_packets": d.malformed,
             "bytes": st.bytes,
+            "mbit_per_s": round(st.bytes * 8 / 1e6 / duration, 3) if duration > 0 else 0.0,
+            "jitter_ms": round(d.jitter / 90, 3),
             "same_clock": bool(self.same_clock),
             "reports_sent": self.reports_sent,
             "clock_offset_ms": self.clock_offset_ns / 1e6,
@@ -286,7 +332,7 @@ class StreamReceiver:
                 "in_order": len(st.stamps) - st.out_of_order,
                 "out_of_order": st.out_of_order,
                 "unreadable": st.unreadable,
-                "frames": st.stamps,
+                "frames": frames,
             },
             "latency_ms": _percentiles(st.latency_ms),
             "stages_ms": {k: _percentiles(v) for k, v in st.stages_ms.items()},
@@ -304,14 +350,25 @@ def _summary_text(s: dict) -> str:
     st = s["stamps"]
     lines = [
         "[receiver] summary",
-        f"  frames decoded   {s['frames_decoded']} in {s['duration_s']:.1f} s, "
-        f"lost {s['frames_lost']} (packets lost {s['packets_lost']})",
-        f"  frame numbers    {st['first']}..{st['last']}, {st['count']} read, "
-        f"{st['out_of_order']} out of order, {st['unreadable']} unreadable",
+        f"  frames           {s['frames_received']} received, {s['frames_decoded']} decoded "
+        f"in {s['duration_s']:.1f} s ({s['fps']:.1f} fps), lost {s['frames_lost']} "
+        f"(packets lost {s['packets_lost']}, malformed {s['malformed_packets']}), "
+        f"decode errors {s['decode_errors']}",
+        f"  frame numbers    {st['first']}..{st['last']}, {st['count']} read: "
+        f"{st['in_order']} in order, {st['out_of_order']} out of order, "
+        f"{st['unreadable']} unreadable",
+        f"  traffic          {s['mbit_per_s']:.1f} Mbit/s, jitter {s['jitter_ms']:.2f} ms",
     ]
     if lat:
         lines.append(f"  capture->decoded p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  "
-                     f"p99 {lat['p99']:.2f}  max {lat['max']:.2f} ms")
+                     f"p99 {lat['p99']:.2f}  max {lat['max']:.2f} ms (same clock)")
+        for name, p in s["stages_ms"].items():
+            if p:
+                lines.append(f"  {name:<24} p50 {p['p50']:.2f}  p95 {p['p95']:.2f}  "
+                             f"p99 {p['p99']:.2f} ms")
+    elif not s["same_clock"]:
+        lines.append("  latency          not reported: the sender is on another host, whose "
+                     "clock is unknown here (--assume-same-clock if it is the same)")
     return "\n".join(lines)
 
 
@@ -323,8 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tcp", action="store_true", help="RTP over TCP (RFC 4571)")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds, 0 = until Ctrl-C")
     parser.add_argument("--summary-json", help="write every figure to this JSON file")
-    parser.add_argument("--assume-same-clock", action="store_true", default=None,
-                        help="report latency even when the sender is not on loopback")
+    parser.add_argument("--assume-same-clock", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="treat the sender's CLOCK_MONOTONIC as ours and report latency "
+                             "(default: only when the sender's address is loopback)")
     parser.add_argument("--quiet", action="store_true", help="no per-second lines")
     parser.add_argument("--report-interval", type=float, default=0.2,
                         help="seconds between RTCP reports to the sender (default 0.2)")

@@ -105,19 +105,34 @@ def parse_extensions(profile: int, data: bytes | memoryview) -> dict[int, bytes]
 
 @dataclass(slots=True)
 class RtpPacket:
-    """A parsed RTP packet; ``payload`` is a view into the datagram (no copy)."""
+    """A parsed RTP packet; ``payload`` is a view into the datagram (no copy).
+
+    The header extension block is kept raw and parsed on demand (``extensions``): a
+    receiver that already knows a frame's extensions skips the work.
+    """
 
     payload_type: int
     marker: bool
     sequence: int
     timestamp: int
     ssrc: int
-    extensions: dict[int, bytes]
     payload: memoryview
+    extension_profile: int = 0
+    extension_data: memoryview | None = None
+
+    @property
+    def extensions(self) -> dict[int, bytes]:
+        """Header extension elements by id (RtpError if the block is malformed)."""
+        if self.extension_data is None:
+            return {}
+        return parse_extensions(self.extension_profile, self.extension_data)
 
 
 def parse_packet(data: bytes | memoryview) -> RtpPacket:
-    """Parse one RTP datagram; raises RtpError naming what is wrong."""
+    """Parse one RTP datagram; raises RtpError naming what is wrong.
+
+    Extension elements are parsed when ``RtpPacket.extensions`` is read.
+    """
     view = memoryview(data)
     end = len(view)
     if end < RTP_HEADER_SIZE:
@@ -133,17 +148,16 @@ def parse_packet(data: bytes | memoryview) -> RtpPacket:
         if pad == 0 or pad > end - offset:
             raise RtpError(f"RTP packet: padding of {pad} bytes does not fit")
         end -= pad
-    extensions: dict[int, bytes] = {}
-    if b0 & 0x10:
-        if offset + 4 > end:
-            raise RtpError("RTP packet: extension header runs past the packet")
-        profile, words = _EXT_HEADER.unpack_from(view, offset)
-        ext_end = offset + 4 + 4 * words
-        if ext_end > end:
-            raise RtpError(f"RTP packet: extension of {4 * words} bytes runs past the packet")
-        extensions = parse_extensions(profile, view[offset + 4: ext_end])
-        offset = ext_end
-    return RtpPacket(b1 & 0x7F, bool(b1 & 0x80), seq, ts, ssrc, extensions, view[offset:end])
+    if not b0 & 0x10:
+        return RtpPacket(b1 & 0x7F, bool(b1 & 0x80), seq, ts, ssrc, view[offset:end])
+    if offset + 4 > end:
+        raise RtpError("RTP packet: extension header runs past the packet")
+    profile, words = _EXT_HEADER.unpack_from(view, offset)
+    ext_end = offset + 4 + 4 * words
+    if ext_end > end:
+        raise RtpError(f"RTP packet: extension of {4 * words} bytes runs past the packet")
+    return RtpPacket(b1 & 0x7F, bool(b1 & 0x80), seq, ts, ssrc, view[ext_end:end], profile,
+                     view[offset + 4: ext_end])
 
 
 def pack_header(payload_type: int, marker: bool, sequence: int, timestamp: int, ssrc: int,

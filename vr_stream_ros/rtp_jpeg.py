@@ -25,6 +25,7 @@ below 128, and the standard Huffman tables of JPEG Annex K.3.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import struct
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ _MAIN_SIZE = 8
 _RESTART = struct.Struct("!HH")  # restart interval, F(1) L(1) restart count(14)
 _QHEADER = struct.Struct("!BBH")  # MBZ, precision, length
 _MAX_OFFSET = 1 << 24
+_MAX_FRAGMENTS = 1 << 16  # a 16 MiB scan in 256-byte datagrams
 _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
 _JFIF_APP0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
 _OTHER_SOF = frozenset((0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
@@ -428,10 +430,12 @@ class JpegDepacketizer:
             _mbz, precision, length = _QHEADER.unpack_from(payload, pos)
             pos += 4
             if length:
-                if precision != 0 or length < 128 or length % 64 or len(payload) < pos + length:
+                if precision != 0 or length % 64 or len(payload) < pos + length:
                     raise RtpError(f"RTP/JPEG quantisation table header: precision {precision}"
-                                   f", {length} bytes; expected 8-bit luma and chroma tables")
-                qtables = bytes(payload[pos: pos + 128])
+                                   f", {length} bytes; expected 8-bit tables of 64 bytes")
+                # One table (FFmpeg's encoder shares it) serves luma and chroma alike.
+                qtables = bytes(payload[pos: pos + 128]) if length >= 128 else \
+                    bytes(payload[pos: pos + 64]) * 2
                 pos += length
                 if q < 255:
                     self._q_cache[q] = qtables
@@ -454,13 +458,17 @@ class JpegDepacketizer:
             frame.received -= len(old)
         frame.chunks[offset] = chunk
         frame.received += len(chunk)
+        if frame.received >= _MAX_OFFSET or len(frame.chunks) > _MAX_FRAGMENTS:
+            self._give_up(frame)  # overlapping junk fragments: bound what one frame holds
+            return []
         if offset == 0 or frame.dims is None:
             frame.dims = (jtype & 1, w8 * 8, h8 * 8, q)
             frame.restart_interval = restart_interval
         if qtables is not None:
             frame.qtables = qtables
         if frame.capture_ns is None or frame.frame_seq is None:
-            frame.capture_ns, frame.frame_seq = read_frame_extensions(rtp.extensions)
+            with contextlib.suppress(RtpError):  # a broken block costs the stamps only
+                frame.capture_ns, frame.frame_seq = read_frame_extensions(rtp.extensions)
         frame.last_ns = arrival_ns
         frame.packets += 1
         if rtp.marker:

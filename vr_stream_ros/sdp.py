@@ -9,17 +9,15 @@ import ipaddress
 import time
 from collections.abc import Mapping
 
-from vr_stream_ros.rtp import FRAME_EXTMAP
-
 
 def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "JPEG",
-             clock_rate: int = 90000, extmap: Mapping[int, str] | None = FRAME_EXTMAP,
+             clock_rate: int = 90000, extmap: Mapping[int, str] | None = None,
              session_name: str = "vr_stream_ros") -> str:
     """An SDP for one RTP video stream sent to ``dest_ip:port`` (CRLF line ends).
 
-    ``extmap`` maps RTP header extension ids to URIs (``a=extmap`` lines); the default
-    announces the two extensions our sender puts on every packet. Receivers that do
-    not know an extension ignore it.
+    ``extmap`` maps RTP header extension ids to URIs (``a=extmap`` lines; None: none).
+    Pass :data:`~vr_stream_ros.rtp.FRAME_EXTMAP` to announce the two extensions our
+    sender puts on every packet; receivers that do not know an extension ignore it.
     """
     try:
         address = ipaddress.IPv4Address(dest_ip)
