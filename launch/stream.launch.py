@@ -7,7 +7,7 @@ same description `make run` uses, so the two cannot drift apart.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -20,17 +20,20 @@ def _nodes(context, *args, **kwargs):
     config = LaunchConfiguration("config").perform(context)
     return [
         Node(package=n.package, executable=n.executable, name=n.name,
-             parameters=[n.parameters], output="screen", emulate_tty=True)
+             parameters=[n.parameters], output="screen",
+             on_exit=Shutdown(reason=f"{n.name} exited: the graph is incomplete without it"))
         for n in graph.node_launches(values, config)
     ]
 
 
 def generate_launch_description() -> LaunchDescription:
     config = graph.default_config_path()
-    defaults = graph.argument_defaults(graph.load_config(config))
+    shipped = graph.argument_defaults(graph.load_config(config))
     arguments = [DeclareLaunchArgument("config", default_value=config,
                                        description="Parameters file (config/stream.yaml)")]
-    arguments += [DeclareLaunchArgument(a.name, default_value=defaults[a.name],
-                                        description=a.description)
-                  for a in graph.LAUNCH_ARGUMENTS]
+    # '' = take the value from the config file, so config:=my.yaml is not overridden.
+    arguments += [DeclareLaunchArgument(
+        a.name, default_value="",
+        description=f"{a.description} [from the config file; shipped: {shipped[a.name]}]")
+        for a in graph.LAUNCH_ARGUMENTS]
     return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import needs_ros
+from conftest import needs_ros, wait_for
 
 pytestmark = needs_ros
 
@@ -33,3 +33,29 @@ def test_bad_parameter_stops_node_with_clear_line(procs, ring_name, node, params
     assert len(fatal) == 1, out
     assert named in fatal[0], fatal[0]
     assert "Traceback" not in out
+    assert "Exception(" not in fatal[0], "the value, not an exception's repr"
+
+
+def test_out_of_range_value_is_quoted_plainly(procs, ring_name) -> None:
+    proc = procs.node("camera_node", f"ring_name:={ring_name}", "width:=-5")
+    assert proc.wait(timeout=30) == 2
+    assert "parameter 'width': got -5, expected an integer in 128..4096" in \
+        procs.output("camera_node")
+
+
+def test_headset_host_name_is_resolved(procs, ring_name, tmp_path) -> None:
+    procs.node("camera_node", f"ring_name:={ring_name}")
+    bridge = procs.node("headset_bridge_node", f"ring_name:={ring_name}",
+                        "headset_ip:=localhost", f"sdp_path:={tmp_path / 's.sdp'}")
+    assert wait_for(lambda: "RTP/UDP localhost" in procs.output("headset_bridge_node"), 20), \
+        procs.output("headset_bridge_node")
+    assert "c=IN IP4 127.0.0.1" in (tmp_path / "s.sdp").read_text()
+    assert bridge.poll() is None
+
+
+def test_bridge_refuses_a_ring_rtp_jpeg_cannot_carry(procs, ring_name) -> None:
+    procs.node("camera_node", f"ring_name:={ring_name}", "width:=644")
+    bridge = procs.node("headset_bridge_node", f"ring_name:={ring_name}")
+    assert bridge.wait(timeout=30) == 2
+    fatal = [x for x in procs.output("headset_bridge_node").splitlines() if "FATAL" in x]
+    assert len(fatal) == 1 and "644x720" in fatal[0] and "multiples of 8" in fatal[0]

@@ -59,3 +59,28 @@ def test_string_that_looks_like_a_number_stays_a_string() -> None:
     bridge = graph.node_launches({})[1]
     assert "-p" in bridge.ros_args()
     assert "chroma_subsampling:='420'" in bridge.ros_args()
+
+
+@pytest.mark.parametrize(("argument", "value"), [("width", "641"), ("height", "2048")])
+def test_sizes_rtp_jpeg_cannot_carry_are_refused_before_start(argument, value) -> None:
+    with pytest.raises(ParameterError, match=f"parameter '{argument}'.*multiple of 8 up to 2040"):
+        graph.node_launches({argument: value})
+
+
+def test_user_config_wins_over_unset_launch_arguments(tmp_path) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("/**/camera_node:\n  ros__parameters:\n    width: 640\n    fps: 30.0\n"
+                    "/**/headset_bridge_node:\n  ros__parameters:\n    headset_port: 6000\n")
+    camera, bridge = graph.node_launches({"width": "", "headset_port": ""}, str(mine))
+    assert camera.parameters["width"] == 640 and camera.parameters["fps"] == 30.0
+    assert bridge.parameters["headset_port"] == 6000
+    camera, _ = graph.node_launches({"width": "800"}, str(mine))  # an argument still wins
+    assert camera.parameters["width"] == 800
+
+
+def test_rt_profile_comes_from_the_package_even_with_a_user_config(tmp_path) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("/**/camera_node:\n  ros__parameters:\n    width: 640\n")
+    camera, bridge = graph.node_launches({"rt_profile": "two_core"}, str(mine))
+    assert (camera.parameters["sched_policy"], camera.parameters["rt_priority"]) == ("fifo", 90)
+    assert bridge.parameters["cpu_affinity"] == "1"

@@ -30,7 +30,8 @@ class LaunchArgument:
     @property
     def description(self) -> str:
         """Text shown by ``ros2 launch ... --show-args``."""
-        return f"{self.spec.description} ({self.node}.{self.spec.name}; {self.spec.allowed()})"
+        where = f"{self.node}.{self.spec.name}; " if self.node else ""
+        return f"{self.spec.description} ({where}{self.spec.allowed()})"
 
 
 @dataclass(frozen=True)
@@ -149,11 +150,13 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
     if unknown:
         raise ParameterError(f"launch argument '{unknown[0]}' is not known; "
                              f"known: {', '.join(sorted(known))}")
-    values = {**argument_defaults(config), **arguments}
+    # An empty value means "as the config file says" (the launch file's defaults).
+    values = {**argument_defaults(config), **{k: v for k, v in arguments.items() if v != ""}}
     profile = RT_PROFILE.validate(values["rt_profile"])
     overlay: dict[str, dict[str, Value]] = {}
-    if profile != "none":
-        overlay = load_config(os.path.join(os.path.dirname(config_path), f"rt_{profile}.yaml"))
+    if profile != "none":  # the RT layouts ship with the package, whatever config is used
+        package_config = os.path.dirname(default_config_path())
+        overlay = load_config(os.path.join(package_config, f"rt_{profile}.yaml"))
     launches = []
     for node, specs in NODES:
         merged = {**config[node], **overlay.get(node, {})}
@@ -168,4 +171,15 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
         # Validate here, so a bad value is refused before any process starts.
         parameters = {s.name: s.validate(merged[s.name]) for s in specs if s.name in merged}
         launches.append(NodeLaunch(node, node, parameters))
+    _check_rtp_jpeg_size(launches[0].parameters)
     return launches
+
+
+def _check_rtp_jpeg_size(camera: dict[str, Value]) -> None:
+    """RTP/JPEG (RFC 2435) carries sizes that are multiples of 8 up to 2040."""
+    for name in ("width", "height"):
+        value = camera.get(name, 0)
+        if value % 8 or value > 2040:
+            raise ParameterError(
+                f"parameter '{name}': got {value}, expected a multiple of 8 up to 2040 "
+                "(what RTP/JPEG can carry to the headset)")

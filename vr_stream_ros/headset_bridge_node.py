@@ -40,7 +40,7 @@ from vr_stream_ros.rtp import (
 from vr_stream_ros.rtp_jpeg import JpegPacketizer
 from vr_stream_ros.sdp import make_sdp
 from vr_stream_ros.stage_stats import PipelineStats, StageSummary
-from vr_stream_ros.transport import open_sender
+from vr_stream_ros.transport import open_sender, resolve_ipv4
 
 NODE_NAME = "headset_bridge_node"
 SENDER_STAGES = ("capture_to_ring", "ring_to_bridge", "encode", "send")
@@ -80,6 +80,12 @@ class HeadsetBridgeNode(Node):
                                f"'{p['ring_name']}' (started by camera_node)")
         self._reader = FrameRingReader.wait_for(p["ring_name"], timeout=p["ring_wait_s"])
         spec = self._reader.spec
+        if spec.width % 8 or spec.height % 8 or spec.width > 2040 or spec.height > 2040:
+            self._reader.close()
+            raise ParameterError(
+                f"ring '{p['ring_name']}' holds {spec.width}x{spec.height} frames; RTP/JPEG "
+                "carries widths and heights that are multiples of 8 up to 2040 (set camera_node "
+                "width/height)")
         if spec.channels != 3:
             self._reader.close()
             raise ParameterError(f"ring '{p['ring_name']}' holds {spec.channels}-channel frames; "
@@ -93,6 +99,7 @@ class HeadsetBridgeNode(Node):
             sndbuf=p["sndbuf_kib"] * 1024, **self._udp_pacing(p))
         self._feedback = HeadsetFeedback(ssrc)
         self._profiler = LatencyProfiler() if p["record_path"] else None
+        self._headset_address = resolve_ipv4(p["headset_ip"])
         if p["sdp_path"]:
             self._write_sdp(p)
         self._stats = PipelineStats(STAGES)
@@ -120,7 +127,7 @@ class HeadsetBridgeNode(Node):
         return {"max_rate_bps": p["max_rate_mbps"] * 1e6, "burst_bytes": p["burst_kib"] * 1024}
 
     def _write_sdp(self, p: dict) -> None:
-        sdp = make_sdp(p["headset_ip"], p["headset_port"],
+        sdp = make_sdp(self._headset_address, p["headset_port"],
                        extmap={EXT_ABS_CAPTURE_TIME: ABS_CAPTURE_TIME_URI,
                                EXT_FRAME_SEQ: FRAME_SEQ_URI})
         tmp = p["sdp_path"] + ".tmp"
@@ -132,6 +139,12 @@ class HeadsetBridgeNode(Node):
     # -- video thread ----------------------------------------------------------------
     def _video_loop(self) -> None:
         set_thread_name("video")
+        try:
+            self._stream()
+        except Exception as exc:  # never a silent dead thread in a live-looking node
+            self.fatal_error = f"video thread failed: {exc!r}"
+
+    def _stream(self) -> None:
         reader = self._reader
         last = reader.latest_seq()
         next_sr = 0.0

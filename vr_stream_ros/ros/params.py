@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -45,9 +46,10 @@ def declare_and_validate(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Va
             param = node.declare_parameter(spec.name, default, descriptor_for(spec))
             raw = param.value
         except InvalidParameterValueException as exc:
-            raw = exc.args[1] if len(exc.args) > 1 else exc
+            found = re.search(r"Invalid parameter value \((.*?)\)", str(exc))
+            raw = found.group(1) if found else "a value out of range"
             raise ParameterError(
-                f"parameter '{spec.name}': got {raw!r}, expected {spec.allowed()}") from None
+                f"parameter '{spec.name}': got {raw}, expected {spec.allowed()}") from None
         except (InvalidParameterTypeException, ParameterUninitializedException) as exc:
             raise ParameterError(
                 f"parameter '{spec.name}': {exc}; expected {spec.allowed()}") from None
