@@ -1,11 +1,13 @@
-"""Real-time set-up of a node's process from parameters (the seed's cpu_pinning,
-realtime_scheduler and memory_optimizations), with no rclpy.
+"""Real-time set-up of a node's process from parameters, with no rclpy.
 
-Call ``apply`` on the main thread before the node starts its own threads: on Linux the
-scheduling policy, priority and CPU affinity set for the calling thread are inherited by
-every thread it creates afterwards (the capture and video threads). Each setting that
-the kernel refuses is reported with the reason and the fix; ``require_realtime`` turns
-any refusal into an error so a node never runs half-configured by surprise.
+The ROS home of the seed's cpu_pinning.py, realtime_scheduler.py and
+memory_optimizations.py: CPU affinity, SCHED_FIFO/SCHED_RR with a priority, mlockall and
+garbage-collector control, each applied or refused with the reason and the fix.
+
+Call :func:`apply` on the main thread *before* the node starts its own threads. On Linux
+the affinity, policy and priority belong to a thread, not a process: they change the
+calling thread, and every thread it creates afterwards inherits them (the capture and
+video threads). Threads that already exist keep what they had.
 """
 
 from __future__ import annotations
@@ -14,63 +16,84 @@ import ctypes
 import ctypes.util
 import errno
 import gc
-import getpass
 import os
+import pwd
+import resource
 from dataclasses import dataclass, field
 
 POLICIES = {"other": os.SCHED_OTHER, "fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
+"""sched_policy parameter value -> kernel policy."""
 GC_MODES = ("default", "freeze", "manual")
+"""gc_mode parameter values."""
+
+_POLICY_NAMES = {
+    os.SCHED_OTHER: "other", os.SCHED_FIFO: "fifo", os.SCHED_RR: "rr",
+    getattr(os, "SCHED_BATCH", 3): "batch", getattr(os, "SCHED_IDLE", 5): "idle", 6: "deadline",
+}
 _MCL_CURRENT, _MCL_FUTURE = 1, 2
-_POLICY_NAMES = {v: k for k, v in POLICIES.items()}
+_CAP_IPC_LOCK, _CAP_SYS_NICE = 14, 23
+_PR_SET_NAME = 15
+_LIMITS_FIX = "/etc/security/limits.conf (or run `sudo tune apply`) and log in again"
 
 
 class RealtimeRefused(RuntimeError):
-    """require_realtime was set and the kernel refused part of the set-up."""
+    """``require_realtime`` was set and the kernel refused part of the set-up."""
+
+
+def parse_cpu_ranges(text: str) -> list[int]:
+    """'0-2,5' -> [0, 1, 2, 5], the kernel's CPU list format ('' -> [])."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if part.strip():
+            lo, _, hi = part.partition("-")
+            cpus += range(int(lo), int(hi or lo) + 1)
+    return cpus
+
+
+def format_cpu_ranges(cpus: list[int] | tuple[int, ...] | set[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5', as /proc and /sys print CPU lists."""
+    spans: list[tuple[int, int]] = []
+    for cpu in sorted(set(cpus)):
+        if spans and spans[-1][1] == cpu - 1:
+            spans[-1] = (spans[-1][0], cpu)
+        else:
+            spans.append((cpu, cpu))
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in spans)
 
 
 def online_cpus() -> list[int]:
     """CPUs that exist and are online (/sys/devices/system/cpu/online)."""
     try:
         with open("/sys/devices/system/cpu/online") as f:
-            text = f.read().strip()
-    except OSError:
+            return parse_cpu_ranges(f.read())
+    except (OSError, ValueError):
         return sorted(os.sched_getaffinity(0))
-    cpus: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus += range(int(lo), int(hi or lo) + 1)
-    return cpus
 
 
-def _ranges(cpus: list[int]) -> str:
-    out, start, prev = [], None, None
-    for c in [*sorted(cpus), None]:
-        if start is None:
-            start = prev = c
-        elif c is not None and c == prev + 1:
-            prev = c
-        else:
-            out.append(f"{start}-{prev}" if prev != start else str(start))
-            start = prev = c
-    return ",".join(out)
+def known_cpus() -> list[int]:
+    """CPUs a cpu_affinity may name: this process's affinity plus the online CPUs."""
+    return sorted(set(os.sched_getaffinity(0)) | set(online_cpus()))
 
 
 @dataclass(frozen=True)
 class RtConfig:
-    """The RT parameters of one node."""
+    """The RT parameters of one node (defaults change nothing)."""
 
-    cpu_affinity: tuple[int, ...] = ()
-    sched_policy: str = "other"
-    rt_priority: int = 0
-    lock_memory: bool = False
-    gc_mode: str = "default"
-    require_realtime: bool = False
+    cpu_affinity: tuple[int, ...] = ()  # () = leave as is
+    sched_policy: str = "other"  # 'other' | 'fifo' | 'rr'
+    rt_priority: int = 0  # 1..99 with fifo/rr, 0 with other
+    lock_memory: bool = False  # mlockall(MCL_CURRENT | MCL_FUTURE)
+    gc_mode: str = "default"  # 'default' | 'freeze' | 'manual'
+    require_realtime: bool = False  # any refusal raises RealtimeRefused
 
     def validate(self) -> None:
-        """ValueError naming the parameter and what is allowed."""
+        """Raise ValueError naming the parameter and the allowed values."""
         if self.sched_policy not in POLICIES:
             raise ValueError(f"parameter 'sched_policy': got {self.sched_policy!r}, expected "
                              "one of 'other', 'fifo', 'rr'")
+        if type(self.rt_priority) is not int:
+            raise ValueError(f"parameter 'rt_priority': got {self.rt_priority!r}, expected an "
+                             "integer")
         if self.sched_policy == "other" and self.rt_priority != 0:
             raise ValueError(f"parameter 'rt_priority': got {self.rt_priority}, expected 0 "
                              "with sched_policy 'other' (priorities need 'fifo' or 'rr')")
@@ -80,113 +103,203 @@ class RtConfig:
         if self.gc_mode not in GC_MODES:
             raise ValueError(f"parameter 'gc_mode': got {self.gc_mode!r}, expected one of "
                              + ", ".join(repr(m) for m in GC_MODES))
-        cpus = online_cpus()
+        for name in ("lock_memory", "require_realtime"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"parameter '{name}': got {getattr(self, name)!r}, expected "
+                                 "true or false")
+        if not isinstance(self.cpu_affinity, tuple | list):
+            raise ValueError(f"parameter 'cpu_affinity': got {self.cpu_affinity!r}, expected "
+                             "a list of CPU numbers")
+        cpus = known_cpus()
         for cpu in self.cpu_affinity:
+            if type(cpu) is not int or cpu < 0:
+                raise ValueError(f"parameter 'cpu_affinity': got {cpu!r}, expected CPU numbers "
+                                 f"from {format_cpu_ranges(cpus)}")
             if cpu not in cpus:
                 raise ValueError(f"parameter 'cpu_affinity': CPU {cpu} does not exist; this "
-                                 f"machine has CPUs {_ranges(cpus)}")
+                                 f"machine has CPUs {format_cpu_ranges(cpus)}")
 
 
 @dataclass
 class RtReport:
-    """What ``apply`` did."""
+    """What :func:`apply` set, and what the kernel refused (reason and fix)."""
 
     applied: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
+    @property
+    def ok(self) -> bool:
+        """True when nothing was refused."""
+        return not self.refused
+
     def summary(self) -> str:
-        """One line for the start-up log."""
+        """One line for the node's start-up log."""
         text = "RT: " + ("; ".join(self.applied) if self.applied else "defaults (nothing set)")
         if self.refused:
             text += " | REFUSED: " + "; ".join(self.refused)
         return text
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "<user>"
-
-
-def _mlockall() -> int:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.mlockall(_MCL_CURRENT | _MCL_FUTURE) != 0:
-        return ctypes.get_errno()
-    return 0
-
-
 def apply(config: RtConfig, *, pid: int = 0) -> RtReport:
-    """Apply ``config`` to ``pid`` (0 = the calling thread, inherited by later threads)."""
+    """Apply ``config``: affinity, then gc, memory lock and last the scheduling policy.
+
+    ``pid`` 0 is the calling *thread*: on Linux ``os.sched_setaffinity(0)`` and
+    ``os.sched_setscheduler(0)`` change only that thread, and threads it creates later
+    inherit the settings; a thread id changes that thread, and a process id only that
+    process's main thread. ``lock_memory`` and ``gc_mode`` act on the calling process
+    and are refused with another pid. A SCHED_FIFO thread that never sleeps starves
+    everything below it on its CPU; the kernel's RT throttling
+    (kernel.sched_rt_runtime_us, 95 % by default) keeps the machine usable.
+
+    Raises ValueError for an invalid config, RealtimeRefused when
+    ``config.require_realtime`` is set and anything was refused.
+    """
     config.validate()
+    if pid not in (0, os.getpid()) and (config.lock_memory or config.gc_mode != "default"):
+        raise ValueError("parameters 'lock_memory' and 'gc_mode' act on the calling process "
+                         f"only; got pid={pid}")
     report = RtReport()
     if config.cpu_affinity:
-        try:
-            os.sched_setaffinity(pid, config.cpu_affinity)
-            report.applied.append(f"cpu_affinity={_ranges(list(config.cpu_affinity))}")
-        except OSError as exc:
-            report.refused.append(f"cpu_affinity={list(config.cpu_affinity)} refused "
-                                  f"({errno.errorcode.get(exc.errno, exc.errno)}): the CPUs may "
-                                  "be outside this process's cpuset (check `taskset -p $$`)")
-    if config.sched_policy != "other":
-        try:
-            os.sched_setscheduler(pid, POLICIES[config.sched_policy],
-                                  os.sched_param(config.rt_priority))
-            report.applied.append(f"sched_policy={config.sched_policy} prio "
-                                  f"{config.rt_priority}")
-        except PermissionError:
-            report.refused.append(
-                f"sched_policy={config.sched_policy} prio {config.rt_priority} refused (EPERM): "
-                f"add '{_user()} - rtprio 99' to /etc/security/limits.conf "
-                "(or run `tune apply`) and log in again, or run as root")
-        except OSError as exc:
-            report.refused.append(f"sched_policy={config.sched_policy} refused "
-                                  f"({errno.errorcode.get(exc.errno, exc.errno)})")
+        _apply_affinity(config.cpu_affinity, pid, report)
+    if config.gc_mode != "default":
+        _apply_gc(config.gc_mode, report)
     if config.lock_memory:
-        err = _mlockall()
-        if err == 0:
-            report.applied.append("lock_memory (mlockall current+future)")
-        else:
-            report.refused.append(
-                f"lock_memory refused ({errno.errorcode.get(err, err)}): add "
-                f"'{_user()} - memlock unlimited' to /etc/security/limits.conf "
-                "(or run `tune apply`), or run as root")
-    if config.gc_mode == "freeze":
-        gc.collect()
-        gc.freeze()  # start-up objects leave the collector's sight: short hot-path pauses
-        report.applied.append("gc_mode=freeze")
-    elif config.gc_mode == "manual":
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        report.applied.append("gc_mode=manual (collected outside the frame loop)")
+        _apply_memory_lock(report)
+    if config.sched_policy != "other":
+        _apply_policy(config.sched_policy, config.rt_priority, pid, report)
     if report.refused and config.require_realtime:
         raise RealtimeRefused("require_realtime is set and the kernel refused: "
                               + "; ".join(report.refused))
     return report
 
 
-def set_thread_name(name: str) -> None:
-    """Name the calling OS thread (prctl PR_SET_NAME), as htop, ps -T and /proc show it."""
+def _apply_affinity(cpus: tuple[int, ...], pid: int, report: RtReport) -> None:
+    wanted = format_cpu_ranges(cpus)
+    try:
+        os.sched_setaffinity(pid, cpus)
+    except OSError as exc:
+        if exc.errno == errno.EPERM:
+            fix = f"process {pid} belongs to another user: run as that user or as root"
+        else:  # EINVAL: none of the CPUs is in this process's cpuset (cgroup or container)
+            allowed = format_cpu_ranges(os.sched_getaffinity(0))
+            fix = (f"this process may only use CPUs {allowed} (its cpuset); pick CPUs from "
+                   "those or widen the cgroup/container cpuset (e.g. docker --cpuset-cpus)")
+        report.refused.append(f"cpu_affinity={wanted} refused ({_errname(exc.errno)}): {fix}")
+        return
+    report.applied.append(f"cpu_affinity={wanted}")
+
+
+def _apply_gc(mode: str, report: RtReport) -> None:
+    gc.collect()
+    gc.freeze()  # start-up objects leave the collector's sight: hot-path collections stay short
+    if mode == "manual":
+        gc.disable()
+        report.applied.append("gc_mode=manual (frozen, collected between frames)")
+    else:
+        report.applied.append("gc_mode=freeze")
+
+
+def _apply_memory_lock(report: RtReport) -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(15, name.encode()[:15], 0, 0, 0)  # 15 = PR_SET_NAME
+    if libc.mlockall(_MCL_CURRENT | _MCL_FUTURE) == 0:
+        report.applied.append("lock_memory (mlockall current+future)")
+        return
+    err = ctypes.get_errno()
+    limit = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
+    shown = "unlimited" if limit == resource.RLIM_INFINITY else f"{limit // 1024} KiB"
+    reason = f"RLIMIT_MEMLOCK is {shown}" + ("" if _has_cap(_CAP_IPC_LOCK)
+                                              else " and no CAP_IPC_LOCK")
+    report.refused.append(f"lock_memory refused ({_errname(err)}): {reason}; fix: add "
+                          f"'{_user()} - memlock unlimited' to {_LIMITS_FIX}, or run as root")
+
+
+def _apply_policy(policy: str, priority: int, pid: int, report: RtReport) -> None:
+    wanted = f"sched_policy={policy} prio {priority}"
+    try:
+        os.sched_setscheduler(pid, POLICIES[policy], os.sched_param(priority))
+    except OSError as exc:
+        if exc.errno != errno.EPERM:
+            report.refused.append(f"{wanted} refused ({_errname(exc.errno)})")
+            return
+        limit = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+        if _has_cap(_CAP_SYS_NICE):  # privileged and still refused: RT group scheduling
+            reason = "this cgroup has no real-time runtime (cpu.rt_runtime_us is 0)"
+        else:
+            shown = "unlimited" if limit == resource.RLIM_INFINITY else str(limit)
+            reason = f"RLIMIT_RTPRIO is {shown} and no CAP_SYS_NICE"
+        report.refused.append(f"{wanted} refused (EPERM): {reason}; fix: add '{_user()} - "
+                              f"rtprio 99' to {_LIMITS_FIX}, or run as root")
+        return
+    report.applied.append(wanted)
 
 
 def collect_garbage() -> None:
-    """A cheap young-generation collection, for gc_mode 'manual' between frames."""
-    gc.collect(0)
+    """A cheap collection for gc_mode 'manual', called between frames.
+
+    Collects the young generation; escalates to the older ones when their counters reach
+    the collector's thresholds, as the automatic collector would, so cycles that survive
+    one young collection are still freed (start-up objects stay frozen and unscanned).
+    """
+    count, threshold = gc.get_count(), gc.get_threshold()
+    if count[2] >= threshold[2] > 0:
+        gc.collect(2)
+    elif count[1] >= threshold[1] > 0:
+        gc.collect(1)
+    else:
+        gc.collect(0)
+
+
+def set_thread_name(name: str) -> None:
+    """Name the calling OS thread (prctl PR_SET_NAME), as htop, ps -T and /proc show it."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def read_proc_status(pid: int) -> dict:
-    """Affinity, VmLck (kB), policy and priority of a process, as the kernel has them."""
-    status: dict = {}
+    """What the kernel holds for a process or thread id.
+
+    Keys: ``cpus`` (Cpus_allowed_list as printed, e.g. '2-3'), ``cpu_list`` (list of
+    ints), ``vmlck_kb`` (locked memory, kB), ``policy`` ('other', 'fifo', 'rr', 'batch',
+    'idle', 'deadline'), ``priority`` (0 for non-RT), ``name``, ``uid`` (effective).
+    Raises FileNotFoundError when ``pid`` does not exist.
+    """
+    status: dict = {"vmlck_kb": 0}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
+            value = value.strip()
             if key == "Cpus_allowed_list":
-                status["cpus"] = value.strip()
+                status["cpus"] = value
+                status["cpu_list"] = parse_cpu_ranges(value)
             elif key == "VmLck":
                 status["vmlck_kb"] = int(value.split()[0])
-    status["policy"] = _POLICY_NAMES.get(os.sched_getscheduler(pid), "other")
+            elif key == "Name":
+                status["name"] = value
+            elif key == "Uid":
+                status["uid"] = int(value.split()[1])
+    policy = os.sched_getscheduler(pid)
+    status["policy"] = _POLICY_NAMES.get(policy, str(policy))
     status["priority"] = os.sched_getparam(pid).sched_priority
     return status
+
+
+def _errname(err: int) -> str:
+    return errno.errorcode.get(err, str(err))
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return "<user>"
+
+
+def _has_cap(cap: int) -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except OSError:
+        pass
+    return os.geteuid() == 0
