@@ -89,3 +89,24 @@ def test_bridge_survives_camera_crash_and_follows_its_restart(procs, ring_name, 
     tail = procs.output("receiver").strip().splitlines()[-1]
     assert "decoded 0 " not in tail, tail
     assert bridge.poll() is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_nodes_cleanly_with_their_last_log(procs, ring_name, port, tmp_path, sig):
+    """Ctrl-C (launch's SIGINT) or SIGTERM: exit 0, and close() still logs through rclpy."""
+    record = tmp_path / "rec.csv"
+    procs.receiver("--port", str(port), "--duration", "30")
+    camera = procs.node("camera_node", f"ring_name:={ring_name}", "fps:=30")
+    bridge = procs.node("headset_bridge_node", f"ring_name:={ring_name}",
+                        f"headset_port:={port}", f"sdp_path:={tmp_path / 's.sdp'}",
+                        f"record_path:={record}")
+    assert wait_for(lambda: "decoded" in procs.output("receiver"), 20), procs.output("receiver")
+    assert procs.stop(bridge, sig) == 0, procs.output("headset_bridge_node")
+    assert procs.stop(camera, sig) == 0, procs.output("camera_node")
+    log = procs.output("headset_bridge_node")
+    assert f"stage times written to {record}" in log, log
+    assert record.stat().st_size > 0
+    for name in ("camera_node", "headset_bridge_node"):
+        out = procs.output(name)
+        assert "Failed to publish log message" not in out, out
+        assert "Traceback" not in out, out

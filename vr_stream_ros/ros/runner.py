@@ -9,6 +9,7 @@ from collections.abc import Callable
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from vr_stream_ros.camera.base import CameraError
 from vr_stream_ros.frame_ring import FrameRingError
@@ -26,7 +27,12 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
     A node signals a fatal error after start-up by setting ``node.fatal_error``;
     the loop then stops and the process exits with code 1.
     """
-    rclpy.init(args=args if args is not None else sys.argv)
+    # rclpy's own handler shuts the context down on SIGINT, before close() can log (the
+    # log then fails to reach /rosout). Ours only stops the loop; shutdown comes last.
+    rclpy.init(args=args if args is not None else sys.argv,
+               signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     node: Node | None = None
     try:
         try:
@@ -55,3 +61,8 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
                 close()
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _stop(signum: int, _frame: object) -> None:
+    """SIGINT/SIGTERM: leave the spin loop by KeyboardInterrupt (it wakes within 0.2 s)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
