@@ -21,6 +21,7 @@ from vr_stream_ros.frame_ring import FrameRingWriter, FrameSpec
 from vr_stream_ros.msg import FrameRef
 from vr_stream_ros.node_params import CAMERA_PARAMS
 from vr_stream_ros.ros.params import declare_and_validate
+from vr_stream_ros.ros.process_status import ProcessStatus
 from vr_stream_ros.ros.realtime import setup_realtime
 from vr_stream_ros.ros.runner import run_node
 from vr_stream_ros.rt_setup import collect_garbage, set_thread_name
@@ -63,6 +64,7 @@ class CameraNode(Node):
         self._compressed_pub = self.create_publisher(
             CompressedImage, "image_raw/compressed", qos_profile_sensor_data)
         self._info_pub = self.create_publisher(CameraInfo, "camera_info", QoSProfile(depth=1))
+        self._process_status = ProcessStatus(self)
         self.frames = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._capture_loop, name="capture", daemon=True)

@@ -27,6 +27,7 @@ from vr_stream_ros.msg import LatencyStats, StageLatency
 from vr_stream_ros.node_params import BRIDGE_PARAMS
 from vr_stream_ros.param_spec import ParameterError
 from vr_stream_ros.ros.params import declare_and_validate
+from vr_stream_ros.ros.process_status import ProcessStatus
 from vr_stream_ros.ros.realtime import setup_realtime
 from vr_stream_ros.ros.runner import run_node
 from vr_stream_ros.rt_setup import collect_garbage, set_thread_name
@@ -110,6 +111,7 @@ class HeadsetBridgeNode(Node):
         self._stats_pub = self.create_publisher(
             LatencyStats, "latency", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._process_status = ProcessStatus(self)
         self.create_timer(p["stats_period_s"], self._publish_stats)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._video_loop, name="video", daemon=True)
@@ -263,7 +265,8 @@ class HeadsetBridgeNode(Node):
                 ("measured_to", where), ("p50_ms", f"{end.p50_ms:.2f}"),
                 ("p99_ms", f"{end.p99_ms:.2f}"), ("fps", f"{stats.fps:.1f}"),
                 ("rtt_ms", f"{stats.rtt_ms:.2f}"), ("frames_skipped", str(stats.frames_skipped)),
-                ("frames_dropped", str(stats.frames_dropped)))])
+                ("frames_dropped", str(stats.frames_dropped)),
+                ("budget_ms", f"{self._p['latency_budget_ms']:g}"))])
         array = DiagnosticArray(status=[status])
         array.header.stamp = stats.header.stamp
         self._diag_pub.publish(array)

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vr_stream_ros.rt_setup import format_cpu_ranges, parse_cpu_ranges
+from vr_stream_ros.system_monitor import THROTTLE_BITS
 
 SYSCTL_FILE = "etc/sysctl.d/90-vr-stream-ros.conf"
 LIMITS_FILE = "etc/security/limits.d/90-vr-stream-ros.conf"
@@ -69,10 +70,7 @@ SYSCTL_WHY = {
 }
 MODELS_PI5 = ("Raspberry Pi 5", "Raspberry Pi Compute Module 5")
 _TEMP_WARN_C = 75.0
-_THROTTLE_BITS = {0: "under-voltage now", 1: "ARM frequency capped now", 2: "throttled now",
-                  3: "soft temperature limit now", 16: "under-voltage has occurred",
-                  17: "frequency capping has occurred", 18: "throttling has occurred",
-                  19: "soft temperature limit has occurred"}
+_THROTTLE_BITS = THROTTLE_BITS
 
 
 class TuneError(Exception):
