@@ -112,6 +112,24 @@ class LatencyProfiler:
             for frame_id, marks in self.frames.items():
                 writer.writerow([frame_id, *(marks.get(c, "") for c in columns)])
 
+    @classmethod
+    def load(cls, path: str) -> LatencyProfiler:
+        """Read back what ``export`` wrote; ValueError names the file and what is wrong."""
+        try:
+            with open(path, newline="") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot be read ({exc})") from None
+        rows = _json_rows(path, text) if path.endswith(".json") else _csv_rows(path, text)
+        if not rows:
+            raise ValueError(f"{path}: no frames recorded (expected one row per frame)")
+        profiler = cls(max_frames=max(1, len(rows)))
+        for frame_id, marks in rows:
+            profiler.record(frame_id, marks)
+        return profiler
+
     def export(self, path: str) -> None:
         """``export_json`` or ``export_csv`` by the file's extension."""
         if path.endswith(".json"):
@@ -120,3 +138,34 @@ class LatencyProfiler:
             self.export_csv(path)
         else:
             raise ValueError(f"parameter 'record_path': {path!r} must end in .csv or .json")
+
+
+def _csv_rows(path: str, text: str) -> list[tuple[int, dict[str, int]]]:
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if not header or header[0] != "frame" or len(header) < 3:
+        raise ValueError(f"{path}: not a latency recording (expected a CSV header "
+                         f"'frame,<mark>,<mark>,...', got {','.join(header or [])!r})")
+    rows = []
+    for line_no, row in enumerate(reader, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}: line {line_no} has {len(row)} fields, expected "
+                             f"{len(header)} ({','.join(header)})")
+        try:
+            marks = {name: int(v) for name, v in zip(header[1:], row[1:], strict=True) if v}
+            rows.append((int(row[0]), marks))
+        except ValueError:
+            raise ValueError(f"{path}: line {line_no}: expected integer nanoseconds, "
+                             f"got {row!r}") from None
+    return rows
+
+
+def _json_rows(path: str, text: str) -> list[tuple[int, dict[str, int]]]:
+    try:
+        frames = json.loads(text)["frames"]
+        return [(int(f["frame"]), {k: int(v) for k, v in f.items() if k != "frame"})
+                for f in frames]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a latency recording (expected JSON with 'frames': "
+                         f"[{{'frame': n, '<mark>': ns, ...}}]; {exc.__class__.__name__}: "
+                         f"{exc})") from None
