@@ -315,6 +315,26 @@ def test_udp_control_and_feedback() -> None:
     listener.close()
 
 
+def test_udp_feedback_arrival_is_the_kernels_not_the_late_read() -> None:
+    """Reports are read between frames; their arrival time must not include that wait."""
+    listener, port = _udp_listener()
+    with UdpRtpSender("127.0.0.1", port) as sender:
+        assert "SO_TIMESTAMPNS" in sender.applied, sender.refused
+        assert sender.send_control(b"\x80\xc8report")
+        _data, _anc, _flags, peer = listener.recvmsg(65536, 64)
+        sent_ns = time.monotonic_ns()
+        listener.sendto(b"\x80\xc9late", peer)
+        time.sleep(0.2)  # the video thread is busy with a frame
+        read_ns = time.monotonic_ns()
+        [(packet, arrived_ns)] = sender.poll_feedback_stamped()
+        assert packet == b"\x80\xc9late"
+        assert sent_ns <= arrived_ns + 1_000_000, "arrival before it was sent"
+        assert read_ns - arrived_ns > 150_000_000, (
+            f"arrival stamped {(read_ns - arrived_ns) / 1e6:.1f} ms before the read, "
+            "expected the ~200 ms the datagram waited in the socket")
+    listener.close()
+
+
 def test_tcp_control_and_feedback() -> None:
     port = free_port(socket.SOCK_STREAM)
     receiver = _TcpReceiver(port)

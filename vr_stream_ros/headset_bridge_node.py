@@ -211,8 +211,7 @@ class HeadsetBridgeNode(Node):
                 self._feedback.sender_report_sent(now)
 
     def _read_feedback(self) -> None:
-        for packet in self._sender.poll_feedback():
-            arrived = time.monotonic_ns()
+        for packet, arrived in self._sender.poll_feedback_stamped():
             if not is_rtcp(packet):
                 with self._lock:
                     self._feedback.malformed += 1

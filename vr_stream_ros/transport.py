@@ -154,6 +154,22 @@ class _TokenBucket:
         return time.monotonic_ns() - now
 
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not name it
+_STAMP_SPACE = socket.CMSG_SPACE(struct.calcsize("@ll"))
+
+
+def _arrival_mono_ns(ancdata: list[tuple[int, int, bytes]]) -> int:
+    """The kernel's receive stamp (CLOCK_REALTIME timespec) on the monotonic clock."""
+    now_mono = time.monotonic_ns()
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("@ll", data)
+            age = time.clock_gettime_ns(time.CLOCK_REALTIME) - (sec * 1_000_000_000 + nsec)
+            if 0 <= age < 10_000_000_000:  # a stepped wall clock: fall back to now
+                return now_mono - age
+    return now_mono
+
+
 class UdpRtpSender:
     """A connected UDP socket; a frame is a burst of datagrams (optionally paced or GSO)."""
 
@@ -170,6 +186,10 @@ class UdpRtpSender:
         self.refused: dict[str, str] = {}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         _apply_options(self.sock, _common_options(dscp, sndbuf), self.applied, self.refused)
+        # The kernel stamps each report on arrival: the video thread reads them only
+        # between frames, and a late read would count as network time in the RTT.
+        _apply_options(self.sock, [("SO_TIMESTAMPNS", socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)],
+                       self.applied, self.refused)
         self._connected = False
         self._connect()  # no route yet (WiFi still joining): retried by send_frame
         self._pacer = _TokenBucket(max_rate_bps, burst_bytes) if max_rate_bps > 0 else None
@@ -269,12 +289,19 @@ class UdpRtpSender:
     def poll_feedback(self) -> list[bytes]:
         """Datagrams the headset sent back (RTCP). The socket is connected, so the
         kernel delivers only those from headset_ip:headset_port."""
+        return [packet for packet, _ in self.poll_feedback_stamped()]
+
+    def poll_feedback_stamped(self) -> list[tuple[bytes, int]]:
+        """``poll_feedback`` with each datagram's arrival (CLOCK_MONOTONIC ns, from the
+        kernel's receive stamp where it gives one, else the time of reading)."""
         packets = []
         for _ in range(64):
             try:
-                packets.append(self.sock.recv(65536, socket.MSG_DONTWAIT))
+                data, ancdata, _flags, _addr = self.sock.recvmsg(65536, _STAMP_SPACE,
+                                                                 socket.MSG_DONTWAIT)
             except OSError:  # nothing more, or a stale ICMP error
                 break
+            packets.append((data, _arrival_mono_ns(ancdata)))
         return packets
 
     def close(self) -> None:
@@ -518,6 +545,11 @@ class TcpRtpSender:
             self._pending = memoryview(data)[n:]  # keep framing whole: it goes first
         self.stats.bytes_sent += n
         return True
+
+    def poll_feedback_stamped(self) -> list[tuple[bytes, int]]:
+        """``poll_feedback`` with the time of reading as each packet's arrival."""
+        now = time.monotonic_ns()
+        return [(packet, now) for packet in self.poll_feedback()]
 
     def poll_feedback(self) -> list[bytes]:
         """RTCP packets the headset sent back on the connection (RFC 4571 framed)."""
