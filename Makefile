@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 ENV := unset COLCON_PREFIX_PATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH PYTHONPATH && \
 	source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
 
-.PHONY: setup run test lint bench bench-jitter clean
+.PHONY: setup run test lint bench bench-jitter dashboard clean
 setup:
 	@bash tools/bootstrap.sh
 
@@ -28,6 +28,9 @@ bench: setup
 
 bench-jitter: setup
 	@$(ENV) python -m vr_stream_ros.jitter_bench
+
+dashboard: setup
+	@$(ENV) python -m vr_stream_ros.dashboard $(ARGS)
 
 clean:
 	rm -rf build install log

@@ -216,11 +216,11 @@ def latency_chart(history: Sequence[tuple[float, float]], budget_ms: float, widt
         r50, r99 = row_of(p50), row_of(p99)
         grid[r99][offset + i] = "*"
         grid[r50][offset + i] = "@" if r50 == r99 else "o"
-    rows = []
-    for r in range(height - 1, -1, -1):
-        label = f"{r * top / height:6.1f} |"  # the row's lower bound
-        rows.append(label + "".join(grid[r]))
-    rows.append(" " * 7 + "+" + "-" * width)
+    # The y labels (each row's lower bound, ms) go on the right: no line starts with
+    # spaces, which some SVG renderers drop from the screenshot.
+    rows = ["|" + "".join(grid[r]) + f"| {r * top / height:.1f}"
+            for r in range(height - 1, -1, -1)]
+    rows.append("+" + "-" * width + "+")
     return rows
 
 
