@@ -53,8 +53,10 @@ def test_file_backend_resizes_and_converts_to_rgb(tmp_path) -> None:
     config = CameraConfig(backend="file", file_path=path, width=160, height=128, fps=100.0)
     with create_backend(config) as camera:
         out = np.empty((128, 160, 3), np.uint8)
-        camera.capture_into(out, 0)
-    assert tuple(out[64, 80]) == (255, 0, 0)
+        for n in range(4):  # a still image repeats (it cannot be rewound like a video)
+            out[:] = 0
+            camera.capture_into(out, n)
+            assert tuple(out[64, 80]) == (255, 0, 0), f"frame {n}"
 
 
 @pytest.mark.skipif(not glob.glob("/dev/video*"), reason="no V4L2 device here; runs on a "

@@ -28,11 +28,20 @@ class VideoFileCamera(OpenCvBackend):
             raise CameraError(f"parameter 'file_path': {path} is not a video or image "
                               "OpenCV can decode")
         self._cv2, self._cap, self._first = cv2, cap, first
+        # A still image is a one-frame video that cannot be rewound: keep its frame.
+        ok, second = cap.read()
+        self._still = None if ok else first
+        self._second = second if ok else None
         self._pacer = FramePacer(self.config.fps)
 
     def _next_bgr(self) -> np.ndarray:
+        if self._still is not None:
+            return self._still
         if self._first is not None:
             bgr, self._first = self._first, None
+            return bgr
+        if self._second is not None:
+            bgr, self._second = self._second, None
             return bgr
         ok, bgr = self._cap.read()
         if not ok:  # end of file: loop
