@@ -4,6 +4,9 @@ SHELL := /bin/bash
 DURATION ?= 0
 ARGS ?=
 PYTEST_ARGS ?=
+# YOLO=0: leave out the detector's extra (torch, Ultralytics: ~6 GB); its tests then skip.
+YOLO ?= 1
+export YOLO
 # The venv, then the colcon install; PYTHONSAFEPATH keeps the source tree (which has
 # no generated .msg) from shadowing the installed package when run from the repo root.
 # Another sourced workspace (COLCON_PREFIX_PATH, PYTHONPATH) must not leak into this one.

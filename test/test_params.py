@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vr_stream_ros import graph
-from vr_stream_ros.node_params import BRIDGE_PARAMS, CAMERA_PARAMS
+from vr_stream_ros.node_params import BRIDGE_PARAMS, CAMERA_PARAMS, DETECTOR_PARAMS
 from vr_stream_ros.param_spec import ParameterError, validate_all
 
 
@@ -18,7 +18,7 @@ def test_shipped_config_sets_only_known_parameters_with_valid_values() -> None:
 
 
 def test_every_parameter_has_a_description() -> None:
-    for spec in CAMERA_PARAMS + BRIDGE_PARAMS:
+    for spec in CAMERA_PARAMS + BRIDGE_PARAMS + DETECTOR_PARAMS:
         assert len(spec.description) > 10, spec.name
 
 
@@ -84,3 +84,29 @@ def test_rt_profile_comes_from_the_package_even_with_a_user_config(tmp_path) -> 
     camera, bridge = graph.node_launches({"rt_profile": "two_core"}, str(mine))
     assert (camera.parameters["sched_policy"], camera.parameters["rt_priority"]) == ("fifo", 90)
     assert bridge.parameters["cpu_affinity"] == "1"
+
+
+def test_yolo_adds_the_detector_with_its_arguments() -> None:
+    assert [n.name for n in graph.node_launches({})] == ["camera_node", "headset_bridge_node"]
+    launches = graph.node_launches({"yolo": "true", "model": "/m/yolo11n.onnx", "imgsz": "640"})
+    assert [n.name for n in launches] == ["camera_node", "headset_bridge_node", "detector_node"]
+    detector = launches[2].parameters
+    assert detector["model"] == "/m/yolo11n.onnx" and detector["imgsz"] == 640
+    assert detector["ring_name"] == launches[0].parameters["ring_name"]
+
+
+def test_yolo_rt_profile_keeps_the_detector_off_the_video_cpus() -> None:
+    launches = graph.node_launches({"yolo": "true", "rt_profile": "pi5"})
+    camera, bridge, detector = (n.parameters for n in launches)
+    video_cpus = {camera["cpu_affinity"], bridge["cpu_affinity"]}
+    assert detector["cpu_affinity"] == "3" and "3" not in video_cpus
+    assert detector["sched_policy"] == "other"
+
+
+@pytest.mark.parametrize(("argument", "value", "named"), [
+    ("yolo", "maybe", "parameter 'yolo'"),
+    ("imgsz", "10", "parameter 'imgsz'"),
+])
+def test_bad_yolo_arguments_are_named(argument, value, named) -> None:
+    with pytest.raises(ParameterError, match=named):
+        graph.node_launches({"yolo": "true", argument: value})

@@ -14,8 +14,13 @@ VENV_REAL=$VENV_HOME/venv-$(printf '%s' "$ROOT" | sha1sum | cut -c1-8)
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 
-# Bump this when tools/requirements-*.txt change so every checkout reinstalls.
-STAMP_WANT="$(cat tools/requirements-ros.txt tools/requirements.txt | sha1sum | cut -c1-12)"
+# The YOLO extra (torch, Ultralytics, ONNX Runtime, OpenVINO, NCNN: ~6 GB, ~1.5 min from
+# this machine's local wheels) unless YOLO=0; without it the detector's tests skip.
+REQS=(-r tools/requirements-ros.txt -r tools/requirements.txt)
+if [ "${YOLO:-1}" != 0 ]; then REQS+=(-r tools/requirements-yolo.txt); fi
+# Reinstall when a requirements file (or the extra) changes.
+STAMP_WANT="$(cat tools/requirements-ros.txt tools/requirements.txt \
+  $([ "${YOLO:-1}" != 0 ] && echo tools/requirements-yolo.txt) | sha1sum | cut -c1-12)"
 STAMP_FILE=$VENV/.vr_stream_ros_deps
 
 mkdir -p "$ROOT/log"
@@ -28,7 +33,7 @@ if [ "$(readlink "$VENV" 2>/dev/null)" != "$VENV_REAL" ] || [ ! -f "$STAMP_FILE"
   fi
   rm -rf "$VENV"
   ln -s "$VENV_REAL" "$VENV"
-  "$VENV/bin/python" -m pip install -q -r tools/requirements-ros.txt -r tools/requirements.txt \
+  "$VENV/bin/python" -m pip install -q "${REQS[@]}" \
       >"$ROOT/log/pip-install.txt" 2>&1 \
     || { grep -v "is ignored: it is neither" "$ROOT/log/pip-install.txt"; exit 1; }
   # The wheels' CMake configs carry the manylinux build machine's include paths;

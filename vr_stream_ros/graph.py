@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from vr_stream_ros.node_params import BRIDGE_PARAMS, CAMERA_PARAMS
+from vr_stream_ros.node_params import BRIDGE_PARAMS, CAMERA_PARAMS, DETECTOR_PARAMS
 from vr_stream_ros.param_spec import ParameterError, ParamSpec, Value
 
 PACKAGE = "vr_stream_ros"
@@ -59,6 +59,7 @@ class NodeLaunch:
 NODES: tuple[tuple[str, tuple[ParamSpec, ...]], ...] = (
     ("camera_node", CAMERA_PARAMS),
     ("headset_bridge_node", BRIDGE_PARAMS),
+    ("detector_node", DETECTOR_PARAMS),  # only with yolo:=true
 )
 """(executable == node name, its parameter specs), in start order."""
 
@@ -71,6 +72,8 @@ _ARGUMENTS = (
     ("fps", "camera_node"),
     ("camera", "camera_node"),
     ("profile", "camera_node"),
+    ("model", "detector_node"),
+    ("imgsz", "detector_node"),
 )
 
 
@@ -84,9 +87,13 @@ RT_PROFILE = ParamSpec(
     "(pi5: the seed's CPUs 2/1 at FIFO 90/85; two_core: both on CPU 1).",
     choices=("none", "pi5", "two_core"))
 
+YOLO = ParamSpec(
+    "yolo", False, "Start detector_node (YOLO beside the video path; needs the YOLO extra).")
+
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     *(LaunchArgument(name, node, _spec(node, name)) for name, node in _ARGUMENTS),
     LaunchArgument("rt_profile", "", RT_PROFILE),  # not a node parameter: selects a file
+    LaunchArgument("yolo", "", YOLO),  # not a node parameter: adds a node
 )
 
 
@@ -157,8 +164,11 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
     if profile != "none":  # the RT layouts ship with the package, whatever config is used
         package_config = os.path.dirname(default_config_path())
         overlay = load_config(os.path.join(package_config, f"rt_{profile}.yaml"))
+    yolo = YOLO.validate(values["yolo"])
     launches = []
     for node, specs in NODES:
+        if node == "detector_node" and not yolo:
+            continue
         merged = {**config[node], **overlay.get(node, {})}
         for arg in LAUNCH_ARGUMENTS:
             if arg.node == node:

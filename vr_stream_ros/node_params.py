@@ -84,10 +84,48 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("latency_budget_ms", 30.0,
               "End-to-end budget for /diagnostics: OK if p99 is within, WARN if only p50 is.",
               min=1.0, max=10000.0),
+    ParamSpec("send_detections", True,
+              "Send the newest detections (topic 'detections', from detector_node) to the "
+              "headset after each frame, as RTCP APP 'VRDT' (JSON boxes) on the RTP port."),
     ParamSpec("record_path", "",
               "Record every frame's stage times to this .csv or .json at exit ('' = off).",
               check=lambda v: None if v == "" or v.endswith((".csv", ".json"))
               else "a path ending in .csv or .json, or ''"),
+    *RT_PARAMS,
+)
+
+def check_classes(value: str) -> str | None:
+    """Spec check: class indices '0', '0,2,5' ('' = every class)."""
+    parts = [p.strip() for p in value.split(",")] if value.strip() else []
+    if all(p.isdigit() for p in parts):
+        return None
+    return "class indices separated by commas, e.g. '0' or '0,2,5' ('' = every class)"
+
+
+def parse_classes(value: str) -> tuple[int, ...]:
+    """'0, 2' -> (0, 2); '' -> ()."""
+    return tuple(int(p) for p in value.split(",")) if value.strip() else ()
+
+
+DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("model", "yolo11n.yaml",
+              "Model: a .pt or .onnx file, a *_openvino_model or *_ncnn_model directory, or an "
+              "Ultralytics model .yaml (random weights: for tests). Never downloaded."),
+    ParamSpec("imgsz", 320, "Inference size in pixels (a multiple of 32).", min=32, max=1280),
+    ParamSpec("conf", 0.25, "Minimum score of a box.", min=0.0, max=1.0),
+    ParamSpec("iou", 0.7, "IoU threshold of non-maximum suppression.", min=0.0, max=1.0),
+    ParamSpec("classes", "", "Only these class indices, e.g. '0' (person) ('' = every class).",
+              check=check_classes),
+    ParamSpec("max_det", 100, "Most boxes per frame.", min=1, max=1000),
+    ParamSpec("device", "cpu", "Inference device (cpu on a Pi 5).", choices=("cpu",)),
+    ParamSpec("threads", 1, "PyTorch CPU threads (the detector should not take every core).",
+              min=1, max=64),
+    ParamSpec("max_rate_hz", 0.0, "Cap on detections per second, 0 = as fast as it can.",
+              min=0.0, max=240.0),
+    RING_NAME,
+    ParamSpec("ring_wait_s", 10.0, "How long to wait at start for the camera's ring.",
+              min=0.0, max=600.0),
+    ParamSpec("frame_id", "camera_optical_frame", "TF frame of the camera, for the header."),
     *RT_PARAMS,
 )
 
