@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -115,3 +116,16 @@ def test_bridge_socket_accepts_reports_only_from_the_headset() -> None:
     for s in (headset, stranger):
         s.close()
     sender.close()
+
+
+def test_detections_app_round_trip():
+    from vr_stream_ros.rtcp import DetectionsMeta, detections_app, parse_compound
+    meta = DetectionsMeta(41, 44, [(10.0, 20.0, 30.0, 40.0, "person", 0.9)])
+    packet = detections_app(0x1234, meta)
+    assert len(packet) % 4 == 0
+    parsed = parse_compound(packet)
+    assert parsed.malformed == "" and parsed.detections == meta
+    broken = bytearray(packet)
+    broken[12:14] = b"{x"
+    assert "VRDT" in parse_compound(bytes(broken)).malformed
+    assert json.loads(packet[12:].decode())["frame"] == 41

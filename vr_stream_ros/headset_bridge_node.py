@@ -23,7 +23,7 @@ from vr_stream_ros.frame_ring import FrameRingReader
 from vr_stream_ros.headset_feedback import HeadsetFeedback
 from vr_stream_ros.jpeg_encoder import JpegEncoder
 from vr_stream_ros.latency_profiler import LatencyProfiler
-from vr_stream_ros.msg import LatencyStats, StageLatency
+from vr_stream_ros.msg import DetectionArray, LatencyStats, StageLatency
 from vr_stream_ros.node_params import BRIDGE_PARAMS
 from vr_stream_ros.param_spec import ParameterError
 from vr_stream_ros.ros.params import declare_and_validate
@@ -31,7 +31,7 @@ from vr_stream_ros.ros.process_status import ProcessStatus
 from vr_stream_ros.ros.realtime import setup_realtime
 from vr_stream_ros.ros.runner import run_node
 from vr_stream_ros.rt_setup import collect_garbage, set_thread_name
-from vr_stream_ros.rtcp import is_rtcp, sender_report
+from vr_stream_ros.rtcp import DetectionsMeta, detections_app, is_rtcp, sender_report
 from vr_stream_ros.rtp import (
     ABS_CAPTURE_TIME_URI,
     EXT_ABS_CAPTURE_TIME,
@@ -113,6 +113,14 @@ class HeadsetBridgeNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._process_status = ProcessStatus(self)
         self.create_timer(p["stats_period_s"], self._publish_stats)
+        # Detections (detector_node) go to the headset with the video; the newest wins.
+        self._detections: DetectionArray | None = None
+        self._detections_sent_frame = 0
+        self.detections_sent = 0
+        self._lag_window: list[int] = []
+        if p["send_detections"]:
+            self.create_subscription(DetectionArray, "detections", self._on_detections,
+                                     QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._video_loop, name="video", daemon=True)
         self._thread.start()
@@ -196,10 +204,31 @@ class HeadsetBridgeNode(Node):
             stats.add("send", result.done_ns - encoded_ns)
             stats.add("capture_to_sent", result.done_ns - view.capture_ns)
             self._feedback.frame_sent(seq, view.capture_ns, result.done_ns)
+        self._send_detections(seq)
         if self._profiler is not None:
             self._profiler.record(seq, {"capture": view.capture_ns, "ring_write": view.publish_ns,
                                         "bridge_pickup": pickup_ns, "encoded": encoded_ns,
                                         "sent": result.done_ns})
+
+    def _on_detections(self, msg: DetectionArray) -> None:
+        with self._lock:
+            self._detections = msg
+
+    def _send_detections(self, sent_seq: int) -> None:
+        """After frame ``sent_seq``: the newest detections, once each, as RTCP APP 'VRDT'."""
+        with self._lock:
+            det = self._detections
+            if det is None or det.frame_seq == self._detections_sent_frame:
+                return
+            self._detections_sent_frame = det.frame_seq
+        boxes = [(d.center_x, d.center_y, d.size_x, d.size_y, d.class_name, d.score)
+                 for d in det.detections]
+        packet = detections_app(self._packetizer.ssrc,
+                                DetectionsMeta(det.frame_seq, sent_seq, boxes))
+        if self._sender.send_control(packet):
+            with self._lock:
+                self.detections_sent += 1
+                self._lag_window.append(max(0, sent_seq - det.frame_seq))
 
     def _send_sender_report(self) -> None:
         st = self._sender.stats
@@ -245,7 +274,12 @@ class HeadsetBridgeNode(Node):
                 rtt_ms=fb.clock.rtt_ns / 1e6 if fb.clock else 0.0,
                 clock_offset_ms=fb.clock.offset_ns / 1e6 if fb.clock else 0.0,
                 jitter_ms=fb.jitter_ms, packet_loss=fb.fraction_lost,
-                reports_malformed=fb.malformed)
+                reports_malformed=fb.malformed, detections_sent=self.detections_sent,
+                detection_frame=self._detections_sent_frame)
+            if self._lag_window:
+                msg.detection_lag_frames = sum(self._lag_window) / len(self._lag_window)
+                msg.detection_lag_frames_max = max(self._lag_window)
+                self._lag_window.clear()
         msg.header.stamp = self.get_clock().now().to_msg()
         end = summaries["capture_to_decoded" if headset else "capture_to_sent"]
         stage_names = SENDER_STAGES + (HEADSET_STAGES if headset else ())

@@ -34,6 +34,7 @@ import numpy as np
 import simplejpeg
 
 from vr_stream_ros.rtcp import (
+    DetectionsMeta,
     FrameStamps,
     ReportBlock,
     frame_stamps_app,
@@ -87,6 +88,9 @@ class ReceiverStats:
     stages_ms: dict[str, list[float]] = field(
         default_factory=lambda: {s: [] for s in STAGES})
     started: float = field(default_factory=time.monotonic)
+    detections_received: int = 0
+    detection_lag_frames: list[int] = field(default_factory=list)
+    last_detections: DetectionsMeta | None = None
 
 
 class StreamReceiver:
@@ -153,6 +157,12 @@ class StreamReceiver:
     def _packet(self, data: bytes, peer: tuple[str, int] | None) -> list[ReceivedFrame]:
         if is_rtcp(data):
             report = parse_compound(data)
+            if report.detections is not None:
+                st = self.stats
+                st.detections_received += 1
+                st.last_detections = report.detections
+                st.detection_lag_frames.append(report.detections.sent_with_seq
+                                               - report.detections.frame_seq)
             for sr in report.sender_reports:
                 self._last_sr = (middle32(sr.ntp), self.clock_ns(), sr.ssrc)
                 if peer is not None:
@@ -295,6 +305,12 @@ class StreamReceiver:
         elif not self.same_clock:
             line += "e2e n/a (sender on another clock) | "
         line += f"{mbit:.1f} Mbit/s"
+        det = self.stats.last_detections
+        if det is not None:
+            names = ", ".join(f"{b[4]} {b[5]:.2f}" for b in det.boxes[:3])
+            line += (f" | detections of frame {det.frame_seq} (lag "
+                     f"{det.sent_with_seq - det.frame_seq}): {len(det.boxes)}"
+                     + (f" [{names}{', ...' if len(det.boxes) > 3 else ''}]" if names else ""))
         self.window.clear()
         self.window_frames = self.window_bytes = 0
         self.window_lost_start = lost_total
@@ -336,6 +352,13 @@ class StreamReceiver:
             },
             "latency_ms": _percentiles(st.latency_ms),
             "stages_ms": {k: _percentiles(v) for k, v in st.stages_ms.items()},
+            "detections": {
+                "messages": st.detections_received,
+                "lag_frames": _percentiles([float(k) for k in st.detection_lag_frames]),
+                "last": None if st.last_detections is None else {
+                    "frame": st.last_detections.frame_seq,
+                    "boxes": [list(b) for b in st.last_detections.boxes]},
+            },
         }
 
     def close(self) -> None:
@@ -369,6 +392,12 @@ def _summary_text(s: dict) -> str:
     elif not s["same_clock"]:
         lines.append("  latency          not reported: the sender is on another host, whose "
                      "clock is unknown here (--assume-same-clock if it is the same)")
+    det = s["detections"]
+    if det["messages"]:
+        lag = det["lag_frames"]
+        lines.append(f"  detections       {det['messages']} messages, lag p50 {lag['p50']:.0f} "
+                     f"max {lag['max']:.0f} frames; last: frame {det['last']['frame']}, "
+                     f"{len(det['last']['boxes'])} boxes")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ The receiver answers with a compound packet on the same port (rtcp-mux, RFC 5761
 
 from __future__ import annotations
 
+import json
 import struct
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ from vr_stream_ros.rtp import ns_to_uq32_32, uq32_32_to_ns
 
 PT_SR, PT_RR, PT_APP, PT_XR = 200, 201, 204, 207
 APP_NAME = b"VRFS"
+APP_DETECTIONS = b"VRDT"
+MAX_BOXES_PER_APP = 30  # ~1.3 KB of JSON: one datagram within a 1400-byte MTU
 XR_RRTR = 4
 _FRAME_STAMP = struct.Struct("!IQQQ")  # frame_seq, first packet, last packet, decoded (UQ32.32)
 MAX_STAMPS_PER_APP = 40
@@ -67,6 +70,20 @@ class FrameStamps:
     decoded_ns: int
 
 
+@dataclass(frozen=True)
+class DetectionsMeta:
+    """APP 'VRDT' (bridge -> headset): the newest detections, from frame ``frame_seq``.
+
+    Boxes are (centre x, centre y, width, height) in the frame's pixels, the class name
+    and the score. ``sent_with_seq`` is the frame the bridge sent just before: the lag
+    in frames is ``sent_with_seq - frame_seq``.
+    """
+
+    frame_seq: int
+    sent_with_seq: int
+    boxes: list[tuple[float, float, float, float, str, float]]
+
+
 @dataclass
 class Compound:
     """What a compound RTCP packet carried."""
@@ -75,6 +92,7 @@ class Compound:
     report_blocks: list[ReportBlock] = field(default_factory=list)
     receiver_time_ns: int | None = None  # XR RRTR
     frames: list[FrameStamps] = field(default_factory=list)
+    detections: DetectionsMeta | None = None
     malformed: str = ""
 
 
@@ -122,6 +140,27 @@ def frame_stamps_app(ssrc: int, frames: list[FrameStamps]) -> bytes:
                           ns_to_uq32_32(f.last_packet_ns), ns_to_uq32_32(f.decoded_ns))
         for f in frames[-MAX_STAMPS_PER_APP:])
     return _header(PT_APP, 0, len(body)) + body
+
+
+def detections_app(ssrc: int, meta: DetectionsMeta) -> bytes:
+    """An APP 'VRDT' packet: JSON {"frame", "sent_with", "boxes"}, padded with spaces."""
+    boxes = [[round(v, 1) for v in b[:4]] + [b[4], round(b[5], 3)]
+             for b in meta.boxes[:MAX_BOXES_PER_APP]]
+    text = json.dumps({"frame": meta.frame_seq, "sent_with": meta.sent_with_seq,
+                       "boxes": boxes}, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    body = struct.pack("!I4s", ssrc, APP_DETECTIONS) + text
+    return _header(PT_APP, 0, len(body)) + body
+
+
+def _parse_detections(payload: memoryview) -> DetectionsMeta:
+    try:
+        data = json.loads(bytes(payload).decode())
+        boxes = [(float(b[0]), float(b[1]), float(b[2]), float(b[3]), str(b[4]), float(b[5]))
+                 for b in data["boxes"]]
+        return DetectionsMeta(int(data["frame"]), int(data["sent_with"]), boxes)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise RtcpError(f"RTCP APP VRDT: not the detections JSON ({exc})") from None
 
 
 def is_rtcp(packet: bytes | memoryview) -> bool:
@@ -174,6 +213,8 @@ def _parse_into(data: memoryview, out: Compound) -> None:
                 seq, first, last, decoded = _FRAME_STAMP.unpack_from(stamps, i)
                 out.frames.append(FrameStamps(seq, uq32_32_to_ns(first), uq32_32_to_ns(last),
                                               uq32_32_to_ns(decoded)))
+        elif pt == PT_APP and len(body) >= 8 and bytes(body[4:8]) == APP_DETECTIONS:
+            out.detections = _parse_detections(body[8:])
         pos = end
 
 
