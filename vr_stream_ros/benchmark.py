@@ -41,6 +41,7 @@ from vr_stream_ros.transport import UdpRtpSender
 
 W, H, FPS = 1280, 720, 60.0
 WARMUP = 30  # frames dropped from the start of every variant
+DETECTOR_LOAD_S = 10.0  # detector_node: import torch + load the model, before the camera
 
 
 @dataclass
@@ -168,9 +169,10 @@ def _free_port() -> int:
 
 
 def bench_ros_pipeline(tmp: str, seconds: float, camera_params: tuple[str, ...] = (),
-                       bridge_params: tuple[str, ...] = (), label: str = "ros_pipeline"
-                       ) -> Result:
-    """camera_node + headset_bridge_node + receiver; capture -> last datagram sent."""
+                       bridge_params: tuple[str, ...] = (), label: str = "ros_pipeline",
+                       detector_params: tuple[str, ...] | None = None) -> Result:
+    """camera_node + headset_bridge_node + receiver (+ detector_node when
+    ``detector_params`` is given); capture -> last datagram sent."""
     from vr_stream_ros.graph_runner import executable_path
     port, ring = _free_port(), f"vr_bench_pipe_{os.getpid()}"
     record = os.path.join(tmp, f"{label}.csv")
@@ -179,21 +181,31 @@ def bench_ros_pipeline(tmp: str, seconds: float, camera_params: tuple[str, ...] 
                                         "--quiet", "--duration", str(seconds + 5)), env=env,
                                 stdout=subprocess.DEVNULL)
     ros = ["--ros-args", "-p", f"ring_name:={ring}", "--log-level", "warn"]
+    detector = None
+    if detector_params is not None:
+        # Loaded first (importing torch is itself a CPU burst), then waiting for the ring:
+        # the video path then runs beside a detector already flat out.
+        params = [x for p in detector_params for x in ("-p", p)]
+        detector = subprocess.Popen([executable_path("detector_node"), *ros,
+                                     "-p", "ring_wait_s:=120", *params], env=env)
+        time.sleep(DETECTOR_LOAD_S)
     params = [x for p in camera_params for x in ("-p", p)]
     camera = subprocess.Popen([executable_path("camera_node"), *ros, *params], env=env)
     params = [x for p in bridge_params for x in ("-p", p)]
     bridge = subprocess.Popen([executable_path("headset_bridge_node"), *ros, "-p",
                                f"headset_port:={port}", "-p", f"record_path:={record}",
                                "-p", "sdp_path:=''", *params], env=env)
+    procs = {"camera_node": camera, "headset_bridge_node": bridge, "receiver": receiver}
+    if detector is not None:
+        procs["detector_node"] = detector
     meter = CpuMeter()
-    for name, p in (("camera_node", camera), ("headset_bridge_node", bridge),
-                    ("receiver", receiver)):
+    for name, p in procs.items():
         meter.watch(name, p.pid)
     time.sleep(seconds)
     cpu = meter.sample()
-    for p in (bridge, camera, receiver):
+    for p in procs.values():
         p.send_signal(signal.SIGINT)
-    for p in (bridge, camera, receiver):
+    for p in procs.values():
         p.wait(timeout=20)
     with open(record) as f:
         rows = list(csv.DictReader(f))
