@@ -19,6 +19,10 @@ CASES = [
     ("headset_bridge_node", ["headset_port:=70000"], "'headset_port'"),
     ("headset_bridge_node", ["transport:=sctp"], "'transport'"),
     ("headset_bridge_node", ["ring_wait_s:=0.5"], "ring"),
+    ("headset_bridge_node", ["transport:=webrtc", "webrtc_port:=0"], "'webrtc_port'"),
+    ("headset_bridge_node", ["transport:=webrtc", "bitrate_mbps:=0.1"], "'bitrate_mbps'"),
+    ("headset_bridge_node", ["transport:=webrtc", "max_viewers:=0"], "'max_viewers'"),
+    ("headset_bridge_node", ["transport:=webrtc", "vr_quad:=sideways"], "'vr_quad'"),
 ]
 
 

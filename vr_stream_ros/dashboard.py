@@ -39,6 +39,14 @@ def _stage(s: StageLatency) -> StageRow:
     return StageRow(s.name, s.p50_ms, s.p95_ms, s.p99_ms, s.samples)
 
 
+def _measured_to(msg: LatencyStats) -> str:
+    if not msg.headset_feedback:
+        return "sent (no headset reports)"
+    if any(s.name == "browser_displayed" for s in msg.stages):
+        return "displayed in the browser (WebRTC)"
+    return "decoded at the headset"
+
+
 class DashboardNode(Node):
     """Collects the graph's node names, their pids, and the latency stats."""
 
@@ -59,8 +67,8 @@ class DashboardNode(Node):
     def _on_latency(self, msg: LatencyStats) -> None:
         e = _stage(msg.end_to_end)
         self.latency = LatencyFigures(
-            end_to_end=e, measured_to="decoded at the headset" if msg.headset_feedback
-            else "sent (no headset reports)", fps=msg.fps, frames_sent=msg.frames_sent,
+            end_to_end=e, measured_to=_measured_to(msg), fps=msg.fps,
+            frames_sent=msg.frames_sent,
             frames_skipped=msg.frames_skipped, frames_dropped=msg.frames_dropped,
             frames_lost=msg.frames_lost, rtt_ms=msg.rtt_ms, jitter_ms=msg.jitter_ms,
             packet_loss=msg.packet_loss, stages=[_stage(s) for s in msg.stages])

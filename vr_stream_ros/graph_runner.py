@@ -78,8 +78,15 @@ def main(argv: list[str] | None = None) -> int:
                 "--summary-json", summary_path]
     if values["transport"] == "tcp":
         receiver.append("--tcp")
-    print(f"[vr_stream_run] receiver on port {values['headset_port']} ({values['transport']}) "
-          f"standing in for the headset; nodes: {', '.join(n for n, _ in commands)}", flush=True)
+    webrtc = values["transport"] == "webrtc"
+    if webrtc:  # the headset is a browser: open the page headset_bridge_node prints
+        print(f"[vr_stream_run] transport:=webrtc: no local receiver; open the URL "
+              f"headset_bridge_node prints in a browser; nodes: "
+              f"{', '.join(n for n, _ in commands)}", flush=True)
+    else:
+        print(f"[vr_stream_run] receiver on port {values['headset_port']} "
+              f"({values['transport']}) standing in for the headset; nodes: "
+              f"{', '.join(n for n, _ in commands)}", flush=True)
     procs: list[tuple[str, subprocess.Popen]] = []
     stopping = threading.Event()
 
@@ -88,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    for name, cmd in [("receiver", receiver), *commands]:
+    for name, cmd in [*([] if webrtc else [("receiver", receiver)]), *commands]:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         prefix = "" if name == "receiver" else f"[{name}]"
-        threading.Thread(target=_pump, args=(prefix, proc.stdout, True), daemon=True).start()
+        quiet = not (webrtc and name == "headset_bridge_node")  # its log has the URL
+        threading.Thread(target=_pump, args=(prefix, proc.stdout, quiet), daemon=True).start()
         procs.append((name, proc))
         if name == "receiver":
             time.sleep(0.3)  # listening before the bridge sends (TCP connects at once)
@@ -118,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"[vr_stream_run] stopped early: {failed}", file=sys.stderr, flush=True)
         return 1
+    if webrtc:
+        print("[vr_stream_run] done (the browser's latency is on /latency)", flush=True)
+        return 0
     try:
         with open(summary_path) as f:
             summary = json.load(f)

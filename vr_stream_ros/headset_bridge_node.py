@@ -46,7 +46,10 @@ from vr_stream_ros.transport import open_sender, resolve_ipv4
 NODE_NAME = "headset_bridge_node"
 SENDER_STAGES = ("capture_to_ring", "ring_to_bridge", "encode", "send")
 HEADSET_STAGES = ("network", "receive_decode")
-STAGES = (*SENDER_STAGES, *HEADSET_STAGES, "capture_to_sent", "capture_to_decoded")
+WEBRTC_NOMINAL_FPS = 60.0  # H.264 rate control's frame rate (the ring does not carry one)
+BROWSER_STAGE = "browser_displayed"  # transport:=webrtc: capture -> shown by the page
+STAGES = (*SENDER_STAGES, *HEADSET_STAGES, "capture_to_sent", "capture_to_decoded",
+          BROWSER_STAGE)
 
 
 def rtp_timestamp(capture_ns: int) -> int:
@@ -95,16 +98,22 @@ class HeadsetBridgeNode(Node):
                                     self._reader.pixel_format)
         ssrc = random.getrandbits(32)
         self._packetizer = JpegPacketizer(ssrc=ssrc, mtu=p["mtu"])
-        self._sender = open_sender(
-            p["transport"], p["headset_ip"], p["headset_port"], dscp=p["dscp"],
-            sndbuf=p["sndbuf_kib"] * 1024, **self._udp_pacing(p))
         self._feedback = HeadsetFeedback(ssrc)
         self._profiler = LatencyProfiler() if p["record_path"] else None
-        self._headset_address = resolve_ipv4(p["headset_ip"])
-        if p["sdp_path"]:
-            self._write_sdp(p)
         self._stats = PipelineStats(STAGES)
         self._lock = threading.Lock()
+        self._webrtc = None
+        self._browser_report_ns = 0
+        if p["transport"] == "webrtc":
+            self._sender = None
+            self._start_webrtc(p, spec)
+        else:
+            self._sender = open_sender(
+                p["transport"], p["headset_ip"], p["headset_port"], dscp=p["dscp"],
+                sndbuf=p["sndbuf_kib"] * 1024, **self._udp_pacing(p))
+            self._headset_address = resolve_ipv4(p["headset_ip"])
+            if p["sdp_path"]:
+                self._write_sdp(p)
         self.frames_sent = self.frames_skipped = self.frames_dropped = self.frames_torn = 0
         self._window_start = time.monotonic()
         self._window_frames = 0
@@ -124,11 +133,51 @@ class HeadsetBridgeNode(Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._video_loop, name="video", daemon=True)
         self._thread.start()
+        if self._webrtc is not None:
+            self.get_logger().info(
+                f"ring {spec.width}x{spec.height} -> H.264 (ultrafast, zerolatency, "
+                f"{p['bitrate_mbps']:g} Mbit/s) -> WebRTC, up to {p['max_viewers']} viewers; "
+                f"open {self._webrtc.url}")
+            return
         self.get_logger().info(
             f"ring {spec.width}x{spec.height} -> JPEG q{p['jpeg_quality']} -> RTP/"
             f"{p['transport'].upper()} {p['headset_ip']}:{p['headset_port']} "
             f"(mtu {p['mtu']}, dscp {p['dscp']}"
             + (f", paced {p['max_rate_mbps']:g} Mbit/s" if p["max_rate_mbps"] else "") + ")")
+
+    def _start_webrtc(self, p: dict, spec) -> None:
+        try:
+            from vr_stream_ros.h264_encoder import H264Encoder
+            from vr_stream_ros.webrtc_server import WebRtcConfig, WebRtcServer
+        except ImportError as exc:
+            self._reader.close()
+            raise ParameterError(f"parameter 'transport': webrtc needs aiortc and aiohttp "
+                                 f"({exc}); pip install aiortc aiohttp") from None
+        self._h264 = H264Encoder(spec.width, spec.height, WEBRTC_NOMINAL_FPS,
+                                 int(p["bitrate_mbps"] * 1e6), p["keyframe_interval"],
+                                 self._reader.pixel_format)
+        config = WebRtcConfig(bind=p["webrtc_bind"], port=p["webrtc_port"],
+                              token=p["webrtc_token"], max_viewers=p["max_viewers"],
+                              quad=p["vr_quad"])
+        self._webrtc = WebRtcServer(config, on_display=self._on_browser_frame,
+                                    on_keyframe=self._keyframe_wanted,
+                                    log=self.get_logger().info)
+        try:
+            self._webrtc.start()
+        except OSError as exc:
+            self._reader.close()
+            raise ParameterError(str(exc)) from None
+
+    def _keyframe_wanted(self) -> None:
+        self._h264.force_keyframe = True  # read by the video thread before its next frame
+
+    def _on_browser_frame(self, frame: int, capture_ns: int, displayed_ns: int) -> None:
+        """The page showed ``frame``: capture -> displayed, in this host's clock."""
+        with self._lock:
+            self._stats.add(BROWSER_STAGE, displayed_ns - capture_ns)
+            self._browser_report_ns = time.monotonic_ns()
+        if self._profiler is not None:
+            self._profiler.record(frame, {"browser_displayed": displayed_ns})
 
     @staticmethod
     def _udp_pacing(p: dict) -> dict:
@@ -166,6 +215,8 @@ class HeadsetBridgeNode(Node):
                 last = seq
                 self._send_frame(seq, skipped)
             now = time.monotonic()
+            if self._sender is None:  # webrtc: aiortc runs its own RTCP
+                continue
             if now >= next_sr:  # RTCP between frames, on this thread: TCP framing stays whole
                 next_sr = now + self._p["rtcp_interval_s"]
                 self._send_sender_report()
@@ -180,6 +231,9 @@ class HeadsetBridgeNode(Node):
         if view is None:  # overwritten between the doorbell and the read
             with self._lock:
                 self.frames_torn += 1
+            return
+        if self._webrtc is not None:
+            self._send_frame_webrtc(seq, skipped, view, pickup_ns)
             return
         jpeg = self._encoder.encode(view.array)
         encoded_ns = time.monotonic_ns()
@@ -210,6 +264,34 @@ class HeadsetBridgeNode(Node):
                                         "bridge_pickup": pickup_ns, "encoded": encoded_ns,
                                         "sent": result.done_ns})
 
+    def _send_frame_webrtc(self, seq: int, skipped: int, view, pickup_ns: int) -> None:
+        """H.264 straight from the ring view, then to every viewer (never waits)."""
+        packets = self._h264.encode(view.array, view.capture_ns)
+        encoded_ns = time.monotonic_ns()
+        if not self._reader.is_intact(view):
+            with self._lock:
+                self.frames_torn += 1
+            self._h264.force_keyframe = True  # the torn frame was encoded: start clean
+            return
+        for packet in packets:
+            self._webrtc.push(packet, seq, view.capture_ns)
+        done_ns = time.monotonic_ns()
+        with self._lock:
+            self.frames_skipped += skipped
+            self.frames_sent += 1
+            self._window_frames += 1
+            stats = self._stats
+            stats.add("capture_to_ring", view.publish_ns - view.capture_ns)
+            stats.add("ring_to_bridge", pickup_ns - view.publish_ns)
+            stats.add("encode", encoded_ns - pickup_ns)
+            stats.add("send", done_ns - encoded_ns)
+            stats.add("capture_to_sent", done_ns - view.capture_ns)
+        if self._profiler is not None:
+            self._profiler.record(seq, {"capture": view.capture_ns, "ring_write": view.publish_ns,
+                                        "bridge_pickup": pickup_ns, "encoded": encoded_ns,
+                                        "sent": done_ns})
+        self._send_detections(seq)
+
     def _on_detections(self, msg: DetectionArray) -> None:
         with self._lock:
             self._detections = msg
@@ -223,9 +305,15 @@ class HeadsetBridgeNode(Node):
             self._detections_sent_frame = det.frame_seq
         boxes = [(d.center_x, d.center_y, d.size_x, d.size_y, d.class_name, d.score)
                  for d in det.detections]
-        packet = detections_app(self._packetizer.ssrc,
-                                DetectionsMeta(det.frame_seq, sent_seq, boxes))
-        if self._sender.send_control(packet):
+        if self._webrtc is not None:  # the page's data channel, same JSON as APP 'VRDT'
+            self._webrtc.send_json({"type": "detections", "frame": det.frame_seq,
+                                    "sent_with": sent_seq,
+                                    "boxes": [[*b[:4], b[4], b[5]] for b in boxes]})
+            sent = True
+        else:
+            sent = self._sender.send_control(detections_app(
+                self._packetizer.ssrc, DetectionsMeta(det.frame_seq, sent_seq, boxes)))
+        if sent:
             with self._lock:
                 self.detections_sent += 1
                 self._lag_window.append(max(0, sent_seq - det.frame_seq))
@@ -265,7 +353,12 @@ class HeadsetBridgeNode(Node):
             window = now - self._window_start
             frames, self._window_frames, self._window_start = self._window_frames, 0, now
             fb = self._feedback
-            headset = fb.fresh(time.monotonic_ns()) and summaries["capture_to_decoded"].samples
+            if self._webrtc is not None:  # the page's reports, at most 3 s old
+                headset = (time.monotonic_ns() - self._browser_report_ns < 3e9
+                           and summaries[BROWSER_STAGE].samples)
+            else:
+                headset = (fb.fresh(time.monotonic_ns())
+                           and summaries["capture_to_decoded"].samples)
             msg = LatencyStats(
                 window_s=window, fps=frames / window if window > 0 else 0.0,
                 frames_sent=self.frames_sent, frames_skipped=self.frames_skipped,
@@ -281,8 +374,12 @@ class HeadsetBridgeNode(Node):
                 msg.detection_lag_frames_max = max(self._lag_window)
                 self._lag_window.clear()
         msg.header.stamp = self.get_clock().now().to_msg()
-        end = summaries["capture_to_decoded" if headset else "capture_to_sent"]
-        stage_names = SENDER_STAGES + (HEADSET_STAGES if headset else ())
+        if self._webrtc is not None:
+            end = summaries[BROWSER_STAGE if headset else "capture_to_sent"]
+            stage_names = SENDER_STAGES + ((BROWSER_STAGE,) if headset else ())
+        else:
+            end = summaries["capture_to_decoded" if headset else "capture_to_sent"]
+            stage_names = SENDER_STAGES + (HEADSET_STAGES if headset else ())
         msg.end_to_end = _stage_msg(end, "end_to_end")
         msg.stages = [_stage_msg(summaries[n], n) for n in stage_names]
         self._stats_pub.publish(msg)
@@ -290,7 +387,9 @@ class HeadsetBridgeNode(Node):
 
     def _publish_diagnostics(self, end: StageSummary, stats: LatencyStats) -> None:
         level, text = diagnostic_level(end, self._p["latency_budget_ms"])
-        where = "decoded at the headset" if stats.headset_feedback else "sent (no headset reports)"
+        where = ("displayed in the browser" if self._webrtc is not None else
+                 "decoded at the headset") if stats.headset_feedback else \
+            "sent (no headset reports)"
         status = DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: end-to-end latency",
             message=text, hardware_id=f"{self._p['headset_ip']}:{self._p['headset_port']}",
@@ -313,7 +412,10 @@ class HeadsetBridgeNode(Node):
             self._profiler.export(self._p["record_path"])
             self.get_logger().info(f"{len(self._profiler.frames)} frames' stage times written "
                                    f"to {self._p['record_path']}")
-        self._sender.close()
+        if self._webrtc is not None:
+            self._webrtc.close()
+        else:
+            self._sender.close()
         self._reader.close()
 
 

@@ -56,8 +56,10 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("headset_ip", "127.0.0.1", "Headset (receiver) IPv4 address or host name.",
               check=check_ipv4_host),
     ParamSpec("headset_port", 5004, "Headset (receiver) RTP port.", min=1, max=65535),
-    ParamSpec("transport", "udp", "RTP over UDP, or over TCP with RFC 4571 framing.",
-              choices=("udp", "tcp")),
+    ParamSpec("transport", "udp",
+              "RTP over UDP, over TCP with RFC 4571 framing, or WebRTC to a browser (the "
+              "viewer page on webrtc_port: a Quest with nothing to install).",
+              choices=("udp", "tcp", "webrtc")),
     RING_NAME,
     ParamSpec("jpeg_quality", 80, "JPEG quality (libjpeg-turbo via simplejpeg).", min=1, max=100),
     ParamSpec("chroma_subsampling", "420", "JPEG chroma subsampling (RTP/JPEG allows these two).",
@@ -84,6 +86,25 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("latency_budget_ms", 30.0,
               "End-to-end budget for /diagnostics: OK if p99 is within, WARN if only p50 is.",
               min=1.0, max=10000.0),
+    ParamSpec("webrtc_bind", "0.0.0.0",
+              "transport:=webrtc: address the viewer page and signaling listen on.",
+              check=lambda v: None if v == "0.0.0.0" or check_ipv4_host(v) is None
+              else "an IPv4 address of this host (0.0.0.0 = every interface)"),
+    ParamSpec("webrtc_port", 8080, "transport:=webrtc: HTTP port of the viewer page.",
+              min=1, max=65535),
+    ParamSpec("webrtc_token", "",
+              "transport:=webrtc: session token the page URL must carry ('' = a new random "
+              "one each start, printed in the log)."),
+    ParamSpec("max_viewers", 2, "transport:=webrtc: viewers at once; more are refused.",
+              min=1, max=16),
+    ParamSpec("bitrate_mbps", 8.0, "transport:=webrtc: H.264 bitrate cap, Mbit/s.",
+              min=0.5, max=100.0),
+    ParamSpec("keyframe_interval", 30,
+              "transport:=webrtc: frames between keyframes (also sent at once on a viewer's "
+              "picture-loss request).", min=1, max=600),
+    ParamSpec("vr_quad", "world",
+              "transport:=webrtc: the page's VR video quad, world-locked or head-locked "
+              "(a toggle on the page).", choices=("world", "head")),
     ParamSpec("send_detections", True,
               "Send the newest detections (topic 'detections', from detector_node) to the "
               "headset after each frame, as RTCP APP 'VRDT' (JSON boxes) on the RTP port."),

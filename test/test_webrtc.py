@@ -1,0 +1,158 @@
+"""transport:=webrtc in real headless Chromium: token, video decoded, frame stamps read
+from the pixels in order, and the browser's capture->displayed latency on /latency."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import free_port, needs_ros, wait_for
+from debian_tools import ensure_debian_packages
+
+pytestmark = [needs_ros, pytest.mark.slow]
+
+# Loopback only, nothing phoning home (python.md: the closed network refuses it anyway).
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+    "--disable-features=WebRtcHideLocalIpsWithMdns", "--window-size=1400,900",
+]
+TOKEN_URL = re.compile(r"open (http://\S+/\?token=(\S+))")
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """Debian's Chromium driven by Debian's chromedriver (installed when missing)."""
+    driver_path = ensure_debian_packages("chromedriver", ["chromium", "chromium-driver"])
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers online
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+def _graph(procs, ring_name, http_port, *bridge_params):
+    procs.node("camera_node", f"ring_name:={ring_name}", "fps:=30")
+    procs.node("headset_bridge_node", f"ring_name:={ring_name}", "transport:=webrtc",
+               f"webrtc_port:={http_port}", "webrtc_bind:=127.0.0.1", *bridge_params)
+    found = wait_for(lambda: TOKEN_URL.search(procs.output("headset_bridge_node")), 30)
+    assert found, procs.output("headset_bridge_node")
+    return found.group(1), found.group(2)
+
+
+def _status(url: str, data: bytes | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _collect_latency(seconds: float) -> list:
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from vr_stream_ros.msg import LatencyStats
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("webrtc_probe", context=context)
+    got: list = []
+    node.create_subscription(LatencyStats, "/latency", got.append,
+                             QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.1)
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+    return got
+
+
+def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
+        chromium, procs, ring_name, tmp_path):
+    http_port = free_port(socket.SOCK_STREAM)
+    url, token = _graph(procs, ring_name, http_port, "max_viewers:=1")
+    base = f"http://127.0.0.1:{http_port}"
+    # Without the token: neither the page nor the signaling.
+    assert _status(f"{base}/") == 403
+    assert _status(f"{base}/?token=wrong") == 403
+    assert _status(f"{base}/offer", data=b"{}") == 403
+
+    chromium.get(url.replace(url.split("/")[2], f"127.0.0.1:{http_port}"))
+    ok = wait_for(lambda: chromium.execute_script("return vrStats.framesRead.length") > 60, 60)
+    state = chromium.execute_script("return vrStats")
+    assert ok, f"page state: { {k: state[k] for k in ('connected', 'error', 'unreadable')} }"
+    decoded_before = chromium.execute_script("return vrStats.framesDecoded")
+    time.sleep(2.0)
+    decoded_after = chromium.execute_script("return vrStats.framesDecoded")
+    assert decoded_after > decoded_before > 0, "getStats framesDecoded must rise"
+
+    frames = chromium.execute_script("return vrStats.framesRead")
+    assert frames == sorted(set(frames)), "frame numbers read from the pixels, in order"
+    assert frames[-1] - frames[0] + 1 <= 2 * len(frames), f"most frames shown: {frames[:20]}"
+    page_ms = chromium.execute_script("return vrStats.latenciesMs")
+    assert len(page_ms) > 30 and 0 < np.median(page_ms) < 1000, page_ms[:10]
+
+    # A second viewer beyond max_viewers:=1 is refused; the first keeps its stream.
+    assert _status(f"{base}/offer?token={token}", data=b"{}") == 503
+    stats = _collect_latency(4.0)
+    fed = [m for m in stats if m.headset_feedback]
+    assert fed, "no LatencyStats with the browser's reports"
+    last = fed[-1]
+    stage = {s.name: s for s in last.stages}["browser_displayed"]
+    assert stage.samples > 0 and stage.p50_ms <= stage.p95_ms
+    assert last.end_to_end.p50_ms == pytest.approx(stage.p50_ms)
+    later = chromium.execute_script("return vrStats.framesRead.length")
+    assert later > len(frames), "the first viewer kept receiving"
+    print(f"browser capture->displayed p50 {stage.p50_ms:.1f} p95 {stage.p95_ms:.1f} ms, "
+          f"{stage.samples} samples in the last window, page fps "
+          f"{chromium.execute_script('return vrStats.framesDecoded')} decoded; "
+          f"(page's own p50 {np.median(page_ms):.1f} ms); {len(frames)} stamps read")
+    shot = os.environ.get("VR_STREAM_SCREENSHOT") or str(tmp_path / "viewer.png")
+    chromium.save_screenshot(shot)
+    with open(shot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    out = procs.output("headset_bridge_node")
+    assert "viewer 0 connected" in out and "Traceback" not in out, out
+
+
+def test_port_in_use_is_named(procs, ring_name):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        procs.node("camera_node", f"ring_name:={ring_name}", "fps:=30")
+        bridge = procs.node("headset_bridge_node", f"ring_name:={ring_name}",
+                            "transport:=webrtc", f"webrtc_port:={port}",
+                            "webrtc_bind:=127.0.0.1")
+        assert bridge.wait(timeout=30) == 2
+    out = procs.output("headset_bridge_node")
+    fatal = [line for line in out.splitlines() if "FATAL" in line]
+    assert len(fatal) == 1 and "'webrtc_port'" in fatal[0] and str(port) in fatal[0], out
+
+
+def test_signaling_refuses_a_malformed_offer(procs, ring_name):
+    http_port = free_port(socket.SOCK_STREAM)
+    _url, token = _graph(procs, ring_name, http_port)
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/offer?token={token}",
+                                 data=b"not json")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 400
+    assert "expected JSON" in json.loads(err.value.read())["error"]
+    assert procs.procs[-1][1].poll() is None, "the bridge keeps running"

@@ -1,0 +1,68 @@
+"""H.264 for the WebRTC path: libx264 through PyAV, tuned for latency (no rclpy).
+
+ultrafast + zerolatency, no B-frames, a keyframe every ``keyframe_interval`` frames
+and on request: every frame leaves the encoder as soon as it is encoded (DESIGN.md:
+x264's defaults hold ~41 frames). RGB/BGR -> I420 with OpenCV (0.35 ms for 720p here,
+against 1.5-2.4 ms in PyAV's own reformat).
+"""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+import cv2
+import numpy as np
+
+CLOCK_RATE = 90_000  # RTP video clock: packet pts are in 1/90000 s
+
+
+class H264Encoder:
+    """Encodes whole frames to H.264 access units (one av.Packet per frame)."""
+
+    def __init__(self, width: int, height: int, fps: float, bitrate_bps: int,
+                 keyframe_interval: int = 30, pixel_format: str = "rgb8") -> None:
+        if width % 2 or height % 2:
+            raise ValueError(f"H.264 needs even sizes, got {width}x{height}")
+        if pixel_format not in ("rgb8", "bgr8"):
+            raise ValueError(f"pixel format {pixel_format!r}: expected rgb8 or bgr8")
+        self.width, self.height = width, height
+        self._to_i420 = cv2.COLOR_RGB2YUV_I420 if pixel_format == "rgb8" else \
+            cv2.COLOR_BGR2YUV_I420
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height = width, height
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = fractions.Fraction(1, CLOCK_RATE)
+        codec.framerate = fractions.Fraction(round(fps * 1000), 1000)
+        codec.bit_rate = int(bitrate_bps)
+        codec.gop_size = keyframe_interval
+        codec.max_b_frames = 0
+        codec.profile = "Constrained Baseline"
+        # vbv: a frame may not exceed ~1.5 frame periods of the bitrate (no bursts that
+        # sit in the network queue); repeat headers so a new viewer decodes at a keyframe.
+        vbv_kbit = max(1, int(bitrate_bps / fps * 1.5 / 1000))
+        codec.options = {"preset": "ultrafast", "tune": "zerolatency",
+                         "x264-params": f"vbv-maxrate={int(bitrate_bps / 1000)}:"
+                                        f"vbv-bufsize={vbv_kbit}:repeat-headers=1:"
+                                        f"keyint={keyframe_interval}:scenecut=0"}
+        codec.open()
+        self._codec = codec
+        self.force_keyframe = True  # the first frame, and whenever a viewer needs one
+        self.frames = 0
+
+    def encode(self, frame: np.ndarray, capture_ns: int) -> list[av.Packet]:
+        """One frame (H x W x 3, read once) -> its packets, pts from the capture time."""
+        i420 = cv2.cvtColor(frame, self._to_i420)
+        video = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        video.pts = capture_ns * CLOCK_RATE // 1_000_000_000
+        video.time_base = self._codec.time_base
+        if self.force_keyframe:
+            video.pict_type = av.video.frame.PictureType.I
+            self.force_keyframe = False
+        packets = list(self._codec.encode(video))
+        self.frames += 1
+        return packets
+
+    def close(self) -> None:
+        """Release the codec (pending frames are dropped: the encoder holds none)."""
+        self._codec = None

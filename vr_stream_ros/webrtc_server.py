@@ -1,0 +1,318 @@
+"""WebRTC to a browser (a Meta Quest's included): page, signaling and video (no rclpy).
+
+    server = WebRtcServer(WebRtcConfig(port=8080), on_display=..., on_keyframe=...)
+    url = server.start()                      # http://<host>:8080/?token=...
+    server.push(packet, seq, capture_ns)      # an H.264 access unit (h264_encoder)
+    server.send_json({"type": "detections", ...})
+
+aiohttp serves the viewer page and the signaling (the browser offers, POST /offer);
+aiortc sends our own H.264 packets (ultrafast/zerolatency, h264_encoder.py) without
+re-encoding. Everything asyncio runs on one thread of its own; ``push`` and
+``send_json`` are safe from any thread and never block. A data channel 'vr' carries the
+browser's clock pings and its "frame N displayed at T" reports, and detections to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiortc.mediastreams import MediaStreamTrack
+
+WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+VIEWER_QUEUE = 8  # access units a slow viewer may hold before it is reset to a keyframe
+
+
+@dataclass(frozen=True)
+class WebRtcConfig:
+    """What the bridge's webrtc_* parameters say."""
+
+    bind: str = "0.0.0.0"
+    port: int = 8080
+    token: str = ""
+    """'' = a new random token each start."""
+    max_viewers: int = 2
+    quad: str = "world"
+    """Initial VR quad mode on the page: world (fixed in the room) or head (follows)."""
+
+
+@dataclass
+class _Viewer:
+    pc: object
+    track: object
+    started: float = field(default_factory=time.monotonic)
+    channel: object | None = None
+
+
+def _allow_loopback_candidates() -> None:
+    """aioice leaves 127.0.0.1 out of its host candidates; a viewer on this host (and the
+    tests) needs it. Harmless on a LAN: the browser pairs the addresses it can reach."""
+    import aioice.ice
+    original = aioice.ice.get_host_addresses
+    if getattr(original, "_vr_loopback", False):
+        return
+
+    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses = original(use_ipv4, use_ipv6)
+        if use_ipv4 and "127.0.0.1" not in addresses:
+            addresses.append("127.0.0.1")
+        return addresses
+
+    with_loopback._vr_loopback = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = with_loopback
+
+
+def page_host(bind: str) -> str:
+    """The address to print in the URL: the bind address, or this host's LAN address."""
+    if bind not in ("0.0.0.0", ""):
+        return bind
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # TEST-NET: no packet is sent; picks the LAN route
+        return s.getsockname()[0]
+    return "127.0.0.1"
+
+
+class WebRtcServer:
+    """The viewer page, its signaling, and one H.264 track fanned out to every viewer."""
+
+    def __init__(self, config: WebRtcConfig, *,
+                 on_display: Callable[[int, int, int], None] | None = None,
+                 on_keyframe: Callable[[], None] | None = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.token = config.token or secrets.token_urlsafe(16)
+        self._on_display = on_display or (lambda frame, capture_ns, shown_ns: None)
+        self._on_keyframe = on_keyframe or (lambda: None)
+        self._log = log
+        self._viewers: dict[int, _Viewer] = {}
+        self._next_id = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner = None
+        self.refused = {"token": 0, "full": 0}
+        self.reports_malformed = 0
+
+    # -- life cycle (any thread) ---------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> str:
+        """Listen; returns the URL (with the token) to open on the headset."""
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._serve())
+            except BaseException as exc:  # bind failure: reported to start()
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="webrtc", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("WebRTC server did not start in time")
+        if errors:
+            raise OSError(f"parameter 'webrtc_port': cannot listen on {self.config.bind}:"
+                          f"{self.config.port}: {errors[0]}")
+        return self.url
+
+    @property
+    def url(self) -> str:
+        """Where a browser opens the viewer."""
+        return f"http://{page_host(self.config.bind)}:{self.config.port}/?token={self.token}"
+
+    @property
+    def viewers(self) -> int:
+        """Viewers connected now."""
+        return len(self._viewers)
+
+    def push(self, packet, seq: int, capture_ns: int) -> None:
+        """One encoded frame to every viewer (returns at once)."""
+        if self._loop is not None and self._viewers:
+            self._loop.call_soon_threadsafe(self._fan_out, packet)
+
+    def send_json(self, message: dict) -> None:
+        """A message to every viewer's data channel (returns at once)."""
+        if self._loop is not None and self._viewers:
+            text = json.dumps(message, separators=(",", ":"))
+            self._loop.call_soon_threadsafe(self._broadcast, text)
+
+    def close(self) -> None:
+        """Close every connection and stop listening."""
+        loop = self._loop
+        if loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+        with contextlib.suppress(Exception):
+            future.result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._loop = None
+
+    # -- on the asyncio thread -----------------------------------------------------------
+    async def _serve(self) -> None:
+        from aiohttp import web
+        _allow_loopback_candidates()
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_post("/offer", self._offer)
+        app.router.add_static("/static/", WEB_DIR, show_index=False)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.bind, self.config.port)
+        await site.start()
+
+    def _authorised(self, request) -> bool:
+        ok = secrets.compare_digest(request.query.get("token", ""), self.token)
+        if not ok:
+            self.refused["token"] += 1
+        return ok
+
+    async def _page(self, request):
+        from aiohttp import web
+        if not self._authorised(request):
+            return web.Response(status=403, text="403: this page needs ?token=... (printed "
+                                "by headset_bridge_node at start-up)\n")
+        with open(os.path.join(WEB_DIR, "index.html")) as f:
+            html = f.read().replace("{{QUAD}}", self.config.quad)
+        return web.Response(text=html, content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+
+    async def _offer(self, request):
+        from aiohttp import web
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+        if not self._authorised(request):
+            return web.json_response({"error": "bad or missing token"}, status=403)
+        if len(self._viewers) >= self.config.max_viewers:
+            self.refused["full"] += 1
+            return web.json_response(
+                {"error": f"{len(self._viewers)} viewers already (max_viewers "
+                          f"{self.config.max_viewers})"}, status=503)
+        try:
+            body = await request.json()
+            offer = RTCSessionDescription(sdp=str(body["sdp"]), type=str(body["type"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"expected JSON {{sdp, type}}: {exc}"},
+                                     status=400)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: LAN only
+        viewer_id = self._next_id
+        self._next_id += 1
+        track = _PacketTrack()
+        viewer = _Viewer(pc, track)
+        self._viewers[viewer_id] = viewer
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            viewer.channel = channel
+            channel.on("message", lambda message: self._on_message(channel, message))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed", "disconnected"):
+                await self._drop(viewer_id)
+
+        try:
+            await pc.setRemoteDescription(offer)
+            sender = pc.addTrack(track)
+            # A viewer's picture loss (PLI/FIR) asks our encoder, not aiortc's, for a
+            # keyframe: aiortc only packs the access units we give it.
+            sender._send_keyframe = self._request_keyframe
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # a browser offer aiortc cannot answer
+            await self._drop(viewer_id)
+            return web.json_response({"error": f"cannot answer this offer: {exc}"},
+                                     status=400)
+        self._request_keyframe()
+        self._log(f"viewer {viewer_id} connected from {request.remote} "
+                  f"({len(self._viewers)}/{self.config.max_viewers})")
+        return web.json_response({"sdp": pc.localDescription.sdp,
+                                  "type": pc.localDescription.type})
+
+    def _request_keyframe(self) -> None:
+        for v in self._viewers.values():
+            v.track.waiting_for_keyframe = True
+        self._on_keyframe()
+
+    def _fan_out(self, packet) -> None:
+        for v in list(self._viewers.values()):
+            if v.track.offer(packet):
+                continue
+            # A viewer fell behind (its queue is full): restart it at the next keyframe
+            # rather than let its delay grow. The others are not held up.
+            v.track.reset()
+            self._on_keyframe()
+
+    def _broadcast(self, text: str) -> None:
+        for v in self._viewers.values():
+            if v.channel is not None and v.channel.readyState == "open":
+                v.channel.send(text)
+
+    def _on_message(self, channel, message) -> None:
+        try:
+            data = json.loads(message)
+            kind = data["type"]
+            if kind == "ping":
+                channel.send(json.dumps({"type": "pong", "id": data["id"], "t": data["t"],
+                                         "server_ns": str(time.monotonic_ns())}))
+            elif kind == "frame":
+                self._on_display(int(data["frame"]), int(data["capture_ns"]),
+                                 int(data["displayed_ns"]))
+        except (ValueError, KeyError, TypeError):
+            self.reports_malformed += 1
+
+    async def _drop(self, viewer_id: int) -> None:
+        viewer = self._viewers.pop(viewer_id, None)
+        if viewer is not None:
+            viewer.track.stop()
+            await viewer.pc.close()
+            self._log(f"viewer {viewer_id} left ({len(self._viewers)} connected)")
+
+    async def _shutdown(self) -> None:
+        for viewer_id in list(self._viewers):
+            await self._drop(viewer_id)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class _PacketTrack(MediaStreamTrack):
+    """A video track of pre-encoded H.264 access units, in order, from a keyframe on."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=VIEWER_QUEUE)
+        self.waiting_for_keyframe = True
+
+    def offer(self, packet) -> bool:
+        """Queue an access unit; False when the queue is full."""
+        if self.waiting_for_keyframe:
+            if not packet.is_keyframe:
+                return True  # P-frames before the first keyframe cannot be decoded
+            self.waiting_for_keyframe = False
+        try:
+            self._queue.put_nowait(packet)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def reset(self) -> None:
+        """Drop what is queued and wait for the next keyframe."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.waiting_for_keyframe = True
+
+    async def recv(self):
+        return await self._queue.get()
