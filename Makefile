@@ -13,7 +13,7 @@ export YOLO
 ENV := unset COLCON_PREFIX_PATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH PYTHONPATH && \
 	source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
 
-.PHONY: setup run test lint bench bench-jitter bench-yolo dashboard clean
+.PHONY: setup run test lint bench bench-jitter bench-yolo bench-webrtc dashboard clean
 setup:
 	@bash tools/bootstrap.sh
 
@@ -34,6 +34,9 @@ bench-jitter: setup
 
 bench-yolo: setup
 	@$(ENV) python -m vr_stream_ros.detector_bench $(ARGS)
+
+bench-webrtc: setup
+	@$(ENV) python -m vr_stream_ros.webrtc_bench $(ARGS)
 
 dashboard: setup
 	@$(ENV) python -m vr_stream_ros.dashboard $(ARGS)
