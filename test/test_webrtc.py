@@ -3,6 +3,7 @@ from the pixels in order, and the browser's capture->displayed latency on /laten
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -156,3 +157,38 @@ def test_signaling_refuses_a_malformed_offer(procs, ring_name):
     assert err.value.code == 400
     assert "expected JSON" in json.loads(err.value.read())["error"]
     assert procs.procs[-1][1].poll() is None, "the bridge keeps running"
+
+
+def test_a_second_viewer_does_not_starve_the_first(chromium, procs, ring_name):
+    http_port = free_port(socket.SOCK_STREAM)
+    url, _token = _graph(procs, ring_name, http_port, "max_viewers:=2")
+    page = url.replace(url.split("/")[2], f"127.0.0.1:{http_port}")
+    chromium.get(page)
+    first = chromium.current_window_handle
+    count = "return vrStats.framesRead.length"
+    assert wait_for(lambda: chromium.execute_script(count) > 30, 60)
+    chromium.switch_to.new_window("window")
+    chromium.get(page)
+    assert wait_for(lambda: chromium.execute_script(count) > 30, 60), "second viewer"
+    chromium.switch_to.window(first)
+    before = chromium.execute_script(count)
+    time.sleep(2.0)
+    assert chromium.execute_script(count) > before + 20, "the first viewer starved"
+    assert "viewer 1 connected" in procs.output("headset_bridge_node")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
+                    reason="the YOLO extra is not installed (`make test YOLO=0`); "
+                    "`make test` and CI install it and run this")
+def test_detections_reach_the_page(chromium, procs, ring_name):
+    http_port = free_port(socket.SOCK_STREAM)
+    url, _token = _graph(procs, ring_name, http_port)
+    procs.node("detector_node", f"ring_name:={ring_name}", "model:=yolo11n.yaml",
+               "conf:=0.0001", "max_det:=5")
+    chromium.get(url.replace(url.split("/")[2], f"127.0.0.1:{http_port}"))
+    got = wait_for(lambda: chromium.execute_script("return vrStats.detections"), 90)
+    assert got, procs.output("detector_node")
+    assert got["frame"] > 0 and got["sent_with"] >= got["frame"]
+    assert 0 < len(got["boxes"]) <= 5 and len(got["boxes"][0]) == 6, got
+    assert wait_for(lambda: "detections of frame" in chromium.find_element(
+        "id", "stats").text, 10)
