@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -25,8 +26,10 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
     "--disable-features=WebRtcHideLocalIpsWithMdns", "--window-size=1400,900",
+    "--ignore-certificate-errors",  # the bridge's self-signed HTTPS certificate
 ]
-TOKEN_URL = re.compile(r"open (http://\S+/\?token=(\S+))")
+TOKEN_URL = re.compile(r"open (https?://\S+/\?token=(\S+))")
+UNVERIFIED = ssl._create_unverified_context()  # self-signed: we test access, not trust
 
 
 @pytest.fixture
@@ -57,7 +60,8 @@ def _graph(procs, ring_name, http_port, *bridge_params):
 
 def _status(url: str, data: bytes | None = None) -> int:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10,
+                                    context=UNVERIFIED) as r:
             return r.status
     except urllib.error.HTTPError as err:
         return err.code
@@ -88,7 +92,7 @@ def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
         chromium, procs, ring_name, tmp_path):
     http_port = free_port(socket.SOCK_STREAM)
     url, token = _graph(procs, ring_name, http_port, "max_viewers:=1")
-    base = f"http://127.0.0.1:{http_port}"
+    base = f"https://127.0.0.1:{http_port}"
     # Without the token: neither the page nor the signaling.
     assert _status(f"{base}/") == 403
     assert _status(f"{base}/?token=wrong") == 403
@@ -150,10 +154,10 @@ def test_port_in_use_is_named(procs, ring_name):
 def test_signaling_refuses_a_malformed_offer(procs, ring_name):
     http_port = free_port(socket.SOCK_STREAM)
     _url, token = _graph(procs, ring_name, http_port)
-    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/offer?token={token}",
+    req = urllib.request.Request(f"https://127.0.0.1:{http_port}/offer?token={token}",
                                  data=b"not json")
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=10)
+        urllib.request.urlopen(req, timeout=10, context=UNVERIFIED)
     assert err.value.code == 400
     assert "expected JSON" in json.loads(err.value.read())["error"]
     assert procs.procs[-1][1].poll() is None, "the bridge keeps running"
@@ -192,3 +196,19 @@ def test_detections_reach_the_page(chromium, procs, ring_name):
     assert 0 < len(got["boxes"]) <= 5 and len(got["boxes"][0]) == 6, got
     assert wait_for(lambda: "detections of frame" in chromium.find_element(
         "id", "stats").text, 10)
+
+
+def test_plain_http_when_tls_is_off_and_a_bad_certificate_is_named(procs, ring_name, tmp_path):
+    http_port = free_port(socket.SOCK_STREAM)
+    url, token = _graph(procs, ring_name, http_port, "webrtc_tls:=false")
+    assert url.startswith("http://")
+    assert _status(f"http://127.0.0.1:{http_port}/?token={token}") == 200
+    assert _status(f"http://127.0.0.1:{http_port}/") == 403
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    bridge = procs.node("headset_bridge_node", f"ring_name:={ring_name}", "transport:=webrtc",
+                        f"webrtc_port:={free_port(socket.SOCK_STREAM)}",
+                        f"webrtc_cert:={bad}", f"webrtc_key:={bad}", name="bridge2")
+    assert bridge.wait(timeout=30) == 2
+    fatal = [x for x in procs.output("bridge2").splitlines() if "FATAL" in x]
+    assert len(fatal) == 1 and "'webrtc_cert'" in fatal[0] and str(bad) in fatal[0], fatal

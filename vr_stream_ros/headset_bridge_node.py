@@ -158,7 +158,12 @@ class HeadsetBridgeNode(Node):
                                  self._reader.pixel_format)
         config = WebRtcConfig(bind=p["webrtc_bind"], port=p["webrtc_port"],
                               token=p["webrtc_token"], max_viewers=p["max_viewers"],
-                              quad=p["vr_quad"])
+                              quad=p["vr_quad"], tls=p["webrtc_tls"],
+                              cert_file=p["webrtc_cert"], key_file=p["webrtc_key"])
+        if bool(p["webrtc_cert"]) != bool(p["webrtc_key"]):
+            self._reader.close()
+            raise ParameterError("parameters 'webrtc_cert' and 'webrtc_key': give both "
+                                 "(PEM files) or neither (a self-signed certificate)")
         self._webrtc = WebRtcServer(config, on_display=self._on_browser_frame,
                                     on_keyframe=self._keyframe_wanted,
                                     log=self.get_logger().info)

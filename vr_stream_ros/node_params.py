@@ -95,6 +95,13 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("webrtc_token", "",
               "transport:=webrtc: session token the page URL must carry ('' = a new random "
               "one each start, printed in the log)."),
+    ParamSpec("webrtc_tls", True,
+              "transport:=webrtc: serve the page over HTTPS (WebXR's Enter VR needs a secure "
+              "context; the headset asks once to trust the self-signed certificate)."),
+    ParamSpec("webrtc_cert", "",
+              "transport:=webrtc: PEM certificate for HTTPS ('' = a self-signed one, made "
+              "once in ~/.cache/vr_stream_ros/webrtc-tls)."),
+    ParamSpec("webrtc_key", "", "transport:=webrtc: PEM private key of webrtc_cert."),
     ParamSpec("max_viewers", 2, "transport:=webrtc: viewers at once; more are refused.",
               min=1, max=16),
     ParamSpec("bitrate_mbps", 8.0, "transport:=webrtc: H.264 bitrate cap, Mbit/s.",

@@ -28,7 +28,7 @@ CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-    "--disable-features=WebRtcHideLocalIpsWithMdns")
+    "--disable-features=WebRtcHideLocalIpsWithMdns", "--ignore-certificate-errors")
 
 
 def _free(kind: int) -> int:
@@ -89,7 +89,7 @@ def run(seconds: float, fps: float, tmp: str) -> dict:
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
         time.sleep(3.0)
-        driver.get(f"http://127.0.0.1:{http_port}/?token=bench")
+        driver.get(f"https://127.0.0.1:{http_port}/?token=bench")
         time.sleep(seconds)
         page = driver.execute_script("return vrStats")
         inbound = driver.execute_async_script("""

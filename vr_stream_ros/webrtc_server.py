@@ -42,6 +42,11 @@ class WebRtcConfig:
     max_viewers: int = 2
     quad: str = "world"
     """Initial VR quad mode on the page: world (fixed in the room) or head (follows)."""
+    tls: bool = True
+    """HTTPS: WebXR (Enter VR) exists only in secure contexts, and http://<LAN address>
+    is not one. With no cert_file, a self-signed certificate is made once and kept."""
+    cert_file: str = ""
+    key_file: str = ""
 
 
 @dataclass
@@ -68,6 +73,49 @@ def _allow_loopback_candidates() -> None:
 
     with_loopback._vr_loopback = True  # type: ignore[attr-defined]
     aioice.ice.get_host_addresses = with_loopback
+
+
+CERT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "vr_stream_ros", "webrtc-tls")
+
+
+def self_signed_certificate(host: str, directory: str = CERT_DIR) -> tuple[str, str]:
+    """A certificate for ``host`` (and localhost), made once and reused: the headset's
+    browser then asks to trust it once, not at every start."""
+    cert_path = os.path.join(directory, f"{host}.crt")
+    key_path = os.path.join(directory, f"{host}.key")
+    if os.path.exists(cert_path) and os.path.exists(key_path):
+        return cert_path, key_path
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"vr_stream_ros {host}")])
+    alt: list[x509.GeneralName] = [x509.DNSName("localhost"),
+                                   x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    with contextlib.suppress(ValueError):
+        alt.append(x509.IPAddress(ipaddress.ip_address(host)))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .sign(key, hashes.SHA256()))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    with open(key_path + ".tmp", "wb") as f:
+        os.chmod(key_path + ".tmp", 0o600)
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    with open(cert_path + ".tmp", "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    os.replace(key_path + ".tmp", key_path)
+    os.replace(cert_path + ".tmp", cert_path)
+    return cert_path, key_path
 
 
 def page_host(bind: str) -> str:
@@ -123,6 +171,8 @@ class WebRtcServer:
         if not ready.wait(timeout):
             raise RuntimeError("WebRTC server did not start in time")
         if errors:
+            if isinstance(errors[0], ValueError):
+                raise OSError(str(errors[0]))
             raise OSError(f"parameter 'webrtc_port': cannot listen on {self.config.bind}:"
                           f"{self.config.port}: {errors[0]}")
         return self.url
@@ -130,7 +180,8 @@ class WebRtcServer:
     @property
     def url(self) -> str:
         """Where a browser opens the viewer."""
-        return f"http://{page_host(self.config.bind)}:{self.config.port}/?token={self.token}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{page_host(self.config.bind)}:{self.config.port}/?token={self.token}"
 
     @property
     def viewers(self) -> int:
@@ -171,7 +222,20 @@ class WebRtcServer:
         app.router.add_static("/static/", WEB_DIR, show_index=False)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.bind, self.config.port)
+        ssl_context = None
+        if self.config.tls:
+            import ssl
+            cert, key = self.config.cert_file, self.config.key_file
+            if not cert:
+                cert, key = self_signed_certificate(page_host(self.config.bind))
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                ssl_context.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"parameter 'webrtc_cert': {cert} with key {key}: not a "
+                                 f"usable PEM certificate and key ({exc})") from None
+        site = web.TCPSite(self._runner, self.config.bind, self.config.port,
+                           ssl_context=ssl_context)
         await site.start()
 
     def _authorised(self, request) -> bool:
