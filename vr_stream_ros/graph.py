@@ -17,6 +17,7 @@ from vr_stream_ros.node_params import BRIDGE_PARAMS, CAMERA_PARAMS, DETECTOR_PAR
 from vr_stream_ros.param_spec import ParameterError, ParamSpec, Value
 
 PACKAGE = "vr_stream_ros"
+EVERY_NODE = "*"  # a launch argument that sets the same parameter on every node having it
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,15 @@ class LaunchArgument:
     @property
     def description(self) -> str:
         """Text shown by ``ros2 launch ... --show-args``."""
-        where = f"{self.node}.{self.spec.name}; " if self.node else ""
+        where = ("every node; " if self.node == EVERY_NODE
+                 else f"{self.node}.{self.spec.name}; " if self.node else "")
         return f"{self.spec.description} ({where}{self.spec.allowed()})"
+
+    def applies_to(self, node: str) -> bool:
+        """Whether this argument sets a parameter of ``node``."""
+        if self.node == EVERY_NODE:
+            return any(s.name == self.spec.name for s in dict(NODES)[node])
+        return self.node == node
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class NodeLaunch:
     name: str
     parameters: dict[str, Value] = field(default_factory=dict)
     package: str = PACKAGE
+    essential: bool = True
+    """False for the detector: if it exits, the video path keeps going."""
 
     def ros_args(self) -> list[str]:
         """Command-line ROS arguments equivalent to the launch file's Node action."""
@@ -74,6 +84,8 @@ _ARGUMENTS = (
     ("profile", "camera_node"),
     ("model", "detector_node"),
     ("imgsz", "detector_node"),
+    ("sdp_path", "headset_bridge_node"),
+    ("record_path", "headset_bridge_node"),
 )
 
 
@@ -92,6 +104,8 @@ YOLO = ParamSpec(
 
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     *(LaunchArgument(name, node, _spec(node, name)) for name, node in _ARGUMENTS),
+    # A second instance on one host needs its own ring (and sdp_path, ports, namespace).
+    LaunchArgument("ring_name", EVERY_NODE, _spec("camera_node", "ring_name")),
     LaunchArgument("rt_profile", "", RT_PROFILE),  # not a node parameter: selects a file
     LaunchArgument("yolo", "", YOLO),  # not a node parameter: adds a node
 )
@@ -141,10 +155,17 @@ def load_config(path: str) -> dict[str, dict[str, Value]]:
     return result
 
 
+def _default_values(config: Mapping[str, Mapping[str, Value]]) -> dict[str, Value]:
+    """Each launch argument's value when not given: the config file's, else the spec's."""
+    def value(a: LaunchArgument) -> Value:
+        node = "camera_node" if a.node == EVERY_NODE else a.node
+        return config.get(node, {}).get(a.name, a.spec.default)
+    return {a.name: value(a) for a in LAUNCH_ARGUMENTS}
+
+
 def argument_defaults(config: Mapping[str, Mapping[str, Value]]) -> dict[str, str]:
     """Launch argument defaults as strings: the config file's values, else the spec's."""
-    return {a.name: _ros_literal(config.get(a.node, {}).get(a.name, a.spec.default))
-            for a in LAUNCH_ARGUMENTS}
+    return {name: _ros_literal(v) for name, v in _default_values(config).items()}
 
 
 def node_launches(arguments: Mapping[str, str], config_path: str | None = None
@@ -158,7 +179,7 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
         raise ParameterError(f"launch argument '{unknown[0]}' is not known; "
                              f"known: {', '.join(sorted(known))}")
     # An empty value means "as the config file says" (the launch file's defaults).
-    values = {**argument_defaults(config), **{k: v for k, v in arguments.items() if v != ""}}
+    values = {**_default_values(config), **{k: v for k, v in arguments.items() if v != ""}}
     profile = RT_PROFILE.validate(values["rt_profile"])
     overlay: dict[str, dict[str, Value]] = {}
     if profile != "none":  # the RT layouts ship with the package, whatever config is used
@@ -171,7 +192,7 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
             continue
         merged = {**config[node], **overlay.get(node, {})}
         for arg in LAUNCH_ARGUMENTS:
-            if arg.node == node:
+            if arg.applies_to(node):
                 merged[arg.spec.name] = values[arg.name]
         known_names = {s.name for s in specs}
         for key in merged:
@@ -180,7 +201,8 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
                                      f"'{key}'; known: {', '.join(sorted(known_names))}")
         # Validate here, so a bad value is refused before any process starts.
         parameters = {s.name: s.validate(merged[s.name]) for s in specs if s.name in merged}
-        launches.append(NodeLaunch(node, node, parameters))
+        launches.append(NodeLaunch(node, node, parameters,
+                                   essential=node != "detector_node"))
     _check_rtp_jpeg_size(launches[0].parameters)
     return launches
 

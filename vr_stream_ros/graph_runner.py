@@ -35,6 +35,11 @@ def node_commands(arguments: dict[str, str], config: str | None = None
             for n in graph.node_launches(arguments, config)]
 
 
+def optional_nodes(arguments: dict[str, str], config: str | None = None) -> set[str]:
+    """Nodes whose exit does not end the run (the detector)."""
+    return {n.name for n in graph.node_launches(arguments, config) if not n.essential}
+
+
 def _pump(prefix: str, stream, quiet_info: bool) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip()
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ns, arguments = _parse(argv)
     try:
         commands = node_commands(arguments, ns.config)
+        optional = optional_nodes(arguments, ns.config)
         values = {**graph.argument_defaults(graph.load_config(
             ns.config or graph.default_config_path())), **arguments}
     except ParameterError as exc:
@@ -106,11 +112,18 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.3)  # listening before the bridge sends (TCP connects at once)
     deadline = time.monotonic() + ns.duration if ns.duration > 0 else float("inf")
     failed = None
+    gone: set[str] = set()
     while not stopping.is_set() and time.monotonic() < deadline:
         for name, proc in procs:
-            if proc.poll() is not None:
-                failed = f"{name} exited with code {proc.returncode}"
-                break
+            if proc.poll() is None or name in gone:
+                continue
+            if name in optional:  # the detector: the video path goes on without it
+                print(f"[vr_stream_run] {name} exited with code {proc.returncode}; the "
+                      "video path goes on", file=sys.stderr, flush=True)
+                gone.add(name)
+                continue
+            failed = f"{name} exited with code {proc.returncode}"
+            break
         if failed:
             break
         time.sleep(0.1)
