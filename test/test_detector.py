@@ -151,11 +151,16 @@ def test_graph_with_detector_stamps_real_frames_and_skips_when_slower(
     assert len(got) >= 3, procs.output("detector_node")
     seqs = [m.frame_seq for m in got]
     assert seqs == sorted(set(seqs)), f"detections out of order or repeated: {seqs}"
-    made = {f.seq for f in frames}
     assert frames and seqs[-1] <= frames[-1].seq, "a detection of a frame not yet made"
-    seen = [q for q in seqs if frames[0].seq <= q <= frames[-1].seq]
-    assert seen and set(seen) <= made, f"detected frames the camera never announced: " \
-        f"{sorted(set(seen) - made)}"
+    # The frames exist: a detection and the camera's FrameRef of the same seq carry the
+    # same capture time. FrameRef is best effort (sensor-data QoS): the probe may miss
+    # some under load, so at least half of the detections in its window must match.
+    capture_of = {f.seq: f.capture_mono_ns for f in frames}
+    window = [m for m in got if frames[0].seq <= m.frame_seq <= frames[-1].seq]
+    common = [m for m in window if m.frame_seq in capture_of]
+    assert window and len(common) * 2 >= len(window), (len(common), len(window))
+    assert all(m.capture_mono_ns == capture_of[m.frame_seq] for m in common), \
+        "a detection's capture time differs from its frame's"
     assert all(m.capture_mono_ns > 0 and m.header.frame_id == "camera_optical_frame"
                for m in got)
     assert all(m.backend == "onnxruntime" and m.inference_ms > 0 for m in got)
