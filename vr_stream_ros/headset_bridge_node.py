@@ -220,12 +220,11 @@ class HeadsetBridgeNode(Node):
                 last = seq
                 self._send_frame(seq, skipped)
             now = time.monotonic()
-            if self._sender is None:  # webrtc: aiortc runs its own RTCP
-                continue
-            if now >= next_sr:  # RTCP between frames, on this thread: TCP framing stays whole
-                next_sr = now + self._p["rtcp_interval_s"]
-                self._send_sender_report()
-            self._read_feedback()
+            if self._sender is not None:  # webrtc: aiortc runs its own RTCP
+                if now >= next_sr:  # RTCP between frames, on this thread: TCP stays whole
+                    next_sr = now + self._p["rtcp_interval_s"]
+                    self._send_sender_report()
+                self._read_feedback()
             if self._manual_gc:
                 collect_garbage()
 
