@@ -18,7 +18,7 @@ setup:
 	@bash tools/bootstrap.sh
 
 run: setup
-	@$(ENV) python -m vr_stream_ros.graph_runner --duration $(DURATION) $(ARGS)
+	@$(ENV) python -m vr_stream_ros.graph.runner --duration $(DURATION) $(ARGS)
 
 lint: setup
 	@$(ENV) ruff check vr_stream_ros launch test tools
@@ -27,19 +27,19 @@ test: setup lint
 	@$(ENV) python -m pytest -q -rs test $(PYTEST_ARGS)
 
 bench: setup
-	@$(ENV) python -m vr_stream_ros.benchmark
+	@$(ENV) python -m vr_stream_ros.bench.pipeline
 
 bench-jitter: setup
-	@$(ENV) python -m vr_stream_ros.jitter_bench
+	@$(ENV) python -m vr_stream_ros.bench.jitter
 
 bench-yolo: setup
-	@$(ENV) python -m vr_stream_ros.detector_bench $(ARGS)
+	@$(ENV) python -m vr_stream_ros.bench.detector $(ARGS)
 
 bench-webrtc: setup
-	@$(ENV) python -m vr_stream_ros.webrtc_bench $(ARGS)
+	@$(ENV) python -m vr_stream_ros.bench.webrtc $(ARGS)
 
 dashboard: setup
-	@$(ENV) python -m vr_stream_ros.dashboard $(ARGS)
+	@$(ENV) python -m vr_stream_ros.nodes.dashboard_node $(ARGS)
 
 clean:
 	rm -rf build install log

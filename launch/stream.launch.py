@@ -2,7 +2,7 @@
 
     ros2 launch vr_stream_ros stream.launch.py headset_ip:=192.168.1.100
 
-The nodes, their parameters and the arguments come from vr_stream_ros.graph, the
+The nodes, their parameters and the arguments come from vr_stream_ros.graph.launches, the
 same description `make run` uses, so the two cannot drift apart.
 """
 
@@ -11,7 +11,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from vr_stream_ros import graph
+from vr_stream_ros.graph import launches as graph
 
 
 def _nodes(context, *args, **kwargs):

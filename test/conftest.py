@@ -79,14 +79,14 @@ class Processes:
 
     def node(self, executable: str, *params: str, name: str | None = None) -> subprocess.Popen:
         """Start an installed node with ``-p key:=value`` parameters."""
-        from vr_stream_ros.graph_runner import executable_path
+        from vr_stream_ros.graph.runner import executable_path
         argv = [executable_path(executable), "--ros-args"]
         for p in params:
             argv += ["-p", p]
         return self.start(name or executable, argv)
 
     def receiver(self, *args: str, name: str = "receiver") -> subprocess.Popen:
-        return self.start(name, [sys.executable, "-m", "vr_stream_ros.receiver", *args])
+        return self.start(name, [sys.executable, "-m", "vr_stream_ros.tools.receiver", *args])
 
     def output(self, name: str) -> str:
         for n, _p, log in self.procs:

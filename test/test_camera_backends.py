@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from vr_stream_ros.camera import CameraConfig, CameraError, create_backend
+from vr_stream_ros.camera.pattern import PatternGenerator, read_stamp
 from vr_stream_ros.camera.picamera2_backend import PROFILES, boottime_to_monotonic_ns, controls_for
-from vr_stream_ros.synthetic_pattern import PatternGenerator, read_stamp
 
 
 def test_synthetic_frames_carry_number_and_time() -> None:

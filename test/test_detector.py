@@ -29,7 +29,7 @@ EXPORTS = ("onnx", "openvino", "ncnn")
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """yolo11n from Ultralytics' YAML (random weights, real cost), exported to each format."""
-    from vr_stream_ros.detector import Detector, DetectorConfig
+    from vr_stream_ros.detection.yolo import Detector, DetectorConfig
     out = tmp_path_factory.mktemp("models")
     cwd = os.getcwd()
     os.chdir(out)  # Ultralytics writes a YAML model's exports to the working directory
@@ -53,7 +53,7 @@ def _tensor(seed: int = 7) -> np.ndarray:
 
 @pytest.mark.parametrize("fmt", EXPORTS)
 def test_every_backend_gives_the_same_raw_output(models, fmt):
-    from vr_stream_ros.detector import Detector, DetectorConfig
+    from vr_stream_ros.detection.yolo import Detector, DetectorConfig
     source, exported = models
     path = exported[fmt]
     if isinstance(path, Exception):
@@ -81,7 +81,7 @@ def test_every_backend_gives_the_same_raw_output(models, fmt):
 
 
 def test_a_model_ultralytics_would_download_is_refused_offline(tmp_path, monkeypatch):
-    from vr_stream_ros.detector import Detector, DetectorConfig, DetectorError
+    from vr_stream_ros.detection.yolo import Detector, DetectorConfig, DetectorError
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DetectorError) as err:
         Detector(DetectorConfig(model="yolo11n.pt"))
@@ -96,7 +96,7 @@ def test_a_model_ultralytics_would_download_is_refused_offline(tmp_path, monkeyp
     ({"model": "weights.bin"}, "parameter 'model': 'weights.bin': expected a .pt or .onnx"),
 ])
 def test_bad_settings_name_the_parameter(config, needle):
-    from vr_stream_ros.detector import Detector, DetectorConfig, DetectorError
+    from vr_stream_ros.detection.yolo import Detector, DetectorConfig, DetectorError
     with pytest.raises(DetectorError) as err:
         Detector(DetectorConfig(**config))
     assert needle in str(err.value)
@@ -249,7 +249,7 @@ def test_make_run_keeps_streaming_when_the_detector_fails(tmp_path, port):
     """yolo:=true with a model that cannot load: one FATAL line, the video goes on."""
     summary = tmp_path / "receiver.json"
     result = subprocess.run(
-        [sys.executable, "-m", "vr_stream_ros.graph_runner", "--duration", "8",
+        [sys.executable, "-m", "vr_stream_ros.graph.runner", "--duration", "8",
          "--summary-json", str(summary), "yolo:=true", "model:=yolo11n.pt",
          f"headset_port:={port}", f"sdp_path:={tmp_path / 's.sdp'}"],
         capture_output=True, text=True, timeout=90)

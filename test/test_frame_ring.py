@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vr_stream_ros.frame_ring import (
+from vr_stream_ros.ring.frame_ring import (
     FrameRingError,
     FrameRingReader,
     FrameRingWriter,
@@ -296,7 +296,7 @@ def test_writer_restart_after_crash_is_followed_by_reader(name, procs) -> None:
 def test_zombie_writer_counts_as_dead(name, procs) -> None:
     crashed = _python("""
         import sys, time
-        from vr_stream_ros.frame_ring import FrameRingWriter, FrameSpec
+        from vr_stream_ros.ring.frame_ring import FrameRingWriter, FrameSpec
         w = FrameRingWriter(sys.argv[1], FrameSpec(8, 8, 3))
         print("ready", flush=True)
         time.sleep(60)
@@ -340,7 +340,7 @@ def test_second_live_writer_is_refused(name, procs) -> None:
             FrameRingWriter(name, SPEC)  # same process
         other = _python("""
             import sys
-            from vr_stream_ros.frame_ring import FrameRingWriter, FrameSpec, RingInUse
+            from vr_stream_ros.ring.frame_ring import FrameRingWriter, FrameSpec, RingInUse
             try:
                 FrameRingWriter(sys.argv[1], FrameSpec(320, 240, 3))
             except RingInUse as exc:
@@ -434,7 +434,7 @@ def test_unreachable_doorbell_falls_back_to_polling(name, procs) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         reader = subprocess.Popen(["unshare", "--net", sys.executable, "-c", textwrap.dedent("""
             import sys
-            from vr_stream_ros.frame_ring import FrameRingReader
+            from vr_stream_ros.ring.frame_ring import FrameRingReader
             r = FrameRingReader(sys.argv[1])
             print("attached", flush=True)
             last = -1
@@ -481,7 +481,7 @@ def test_dropped_writer_is_removed_by_its_finalizer(name) -> None:
 def test_writer_removed_at_interpreter_exit(name, procs) -> None:
     child = _python("""
         import sys
-        from vr_stream_ros.frame_ring import FrameRingWriter, FrameSpec
+        from vr_stream_ros.ring.frame_ring import FrameRingWriter, FrameSpec
         keep = FrameRingWriter(sys.argv[1], FrameSpec(8, 8, 3))  # never closed
         print(keep.name)
     """, name)

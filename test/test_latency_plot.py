@@ -16,7 +16,7 @@ pytestmark = needs_ros
 
 
 def _plot(*args: str) -> subprocess.CompletedProcess:
-    from vr_stream_ros.graph_runner import executable_path
+    from vr_stream_ros.graph.runner import executable_path
     return subprocess.run([executable_path("plot_latency"), *args], capture_output=True,
                           text=True, timeout=60)
 

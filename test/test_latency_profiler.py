@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from vr_stream_ros.latency_profiler import LatencyProfiler
+from vr_stream_ros.latency.profiler import LatencyProfiler
 
 
 def _profiled(n: int = 50) -> LatencyProfiler:

@@ -1,4 +1,4 @@
-"""The launch file and `make run` start the same graph: both come from vr_stream_ros.graph."""
+"""The launch file and `make run` start the same graph, both from vr_stream_ros.graph."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from vr_stream_ros import graph
+from vr_stream_ros.graph import launches as graph
 
 LAUNCH_FILE = os.path.join(os.path.dirname(__file__), "..", "launch", "stream.launch.py")
 
@@ -36,7 +36,7 @@ def test_launch_file_builds_nodes_only_from_graph() -> None:
 
 def test_make_run_starts_the_graph_nodes_with_the_same_parameters() -> None:
     pytest.importorskip("ament_index_python")
-    from vr_stream_ros.graph_runner import node_commands
+    from vr_stream_ros.graph.runner import node_commands
     arguments = {"width": "640", "height": "480", "headset_ip": "127.0.0.1", "transport": "tcp"}
     commands = node_commands(arguments)
     launches = graph.node_launches(arguments)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vr_stream_ros import graph
-from vr_stream_ros.node_params import BRIDGE_PARAMS, CAMERA_PARAMS, DETECTOR_PARAMS
-from vr_stream_ros.param_spec import ParameterError, validate_all
+from vr_stream_ros.graph import launches as graph
+from vr_stream_ros.graph.node_params import BRIDGE_PARAMS, CAMERA_PARAMS, DETECTOR_PARAMS
+from vr_stream_ros.graph.param_spec import ParameterError, validate_all
 
 
 def test_shipped_config_sets_only_known_parameters_with_valid_values() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import needs_ros, wait_for
 
-from vr_stream_ros.rt_setup import RtConfig, online_cpus, read_proc_status
+from vr_stream_ros.system.realtime import RtConfig, online_cpus, read_proc_status
 
 LAST_CPU = online_cpus()[-1]
 DROP_RT_CAPS = ["setpriv", "--bounding-set=-sys_nice,-ipc_lock"]  # a root that may not do RT
@@ -22,7 +22,7 @@ needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid
 
 
 def _child(config: str, *prefix: str) -> subprocess.Popen:
-    code = ("import sys, time\nfrom vr_stream_ros.rt_setup import RtConfig, apply\n"
+    code = ("import sys, time\nfrom vr_stream_ros.system.realtime import RtConfig, apply\n"
             f"report = apply({config})\nprint(report.summary(), flush=True)\ntime.sleep(30)")
     return subprocess.Popen([*prefix, sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -114,7 +114,7 @@ def test_node_refuses_bad_rt_parameters(procs, ring_name, params, named) -> None
 @needs_ros
 @needs_setpriv
 def test_node_with_require_realtime_exits_when_refused(procs, ring_name) -> None:
-    from vr_stream_ros.graph_runner import executable_path
+    from vr_stream_ros.graph.runner import executable_path
     proc = procs.start("camera_node", [*DROP_RT_CAPS, executable_path("camera_node"),
                                        "--ros-args", "-p", f"ring_name:={ring_name}", "-p",
                                        "sched_policy:=fifo", "-p", "rt_priority:=90", "-p",

@@ -12,9 +12,9 @@ import pytest
 import simplejpeg
 from conftest import Processes, read_json, wait_for
 
-from vr_stream_ros.rtp import frame_rfc4571
-from vr_stream_ros.rtp_jpeg import JpegPacketizer
-from vr_stream_ros.synthetic_pattern import PatternGenerator
+from vr_stream_ros.camera.pattern import PatternGenerator
+from vr_stream_ros.rtp.jpeg import JpegPacketizer
+from vr_stream_ros.rtp.packet import frame_rfc4571
 
 W, H, FPS = 1280, 720, 30.0
 SECOND_LINE = re.compile(r"^\[receiver\] +\d+\.\d fps \| recv \d+ lost \d+ \| decoded \d+ \| "

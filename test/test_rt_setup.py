@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from vr_stream_ros.rt_setup import (
+from vr_stream_ros.system.realtime import (
     RtConfig,
     RtReport,
     apply,
@@ -44,7 +44,7 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root to drop a child 
 
 CHILD = r"""
 import gc, json, os, resource, sys, threading, time
-from vr_stream_ros.rt_setup import RealtimeRefused, RtConfig, apply
+from vr_stream_ros.system.realtime import RealtimeRefused, RtConfig, apply
 args = json.loads(sys.argv[1])
 if args["drop"]:  # an ordinary user: no RT priority allowed, 64 KiB of locked memory
     resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))

@@ -9,8 +9,10 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vr_stream_ros.headset_feedback import HeadsetFeedback
-from vr_stream_ros.rtcp import (
+from vr_stream_ros.net.senders import UdpRtpSender
+from vr_stream_ros.rtp.feedback import HeadsetFeedback
+from vr_stream_ros.rtp.packet import ns_to_uq32_32
+from vr_stream_ros.rtp.rtcp import (
     FrameStamps,
     ReportBlock,
     estimate_clock,
@@ -22,8 +24,6 @@ from vr_stream_ros.rtcp import (
     receiver_report,
     sender_report,
 )
-from vr_stream_ros.rtp import ns_to_uq32_32
-from vr_stream_ros.transport import UdpRtpSender
 
 SSRC = 0xABCD
 
@@ -119,7 +119,7 @@ def test_bridge_socket_accepts_reports_only_from_the_headset() -> None:
 
 
 def test_detections_app_round_trip():
-    from vr_stream_ros.rtcp import DetectionsMeta, detections_app, parse_compound
+    from vr_stream_ros.rtp.rtcp import DetectionsMeta, detections_app, parse_compound
     meta = DetectionsMeta(41, 44, [(10.0, 20.0, 30.0, 40.0, "person", 0.9)])
     packet = detections_app(0x1234, meta)
     assert len(packet) % 4 == 0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vr_stream_ros.rtp import (
+from vr_stream_ros.rtp.packet import (
     ABS_CAPTURE_TIME_URI,
     EXT_ABS_CAPTURE_TIME,
     EXT_FRAME_SEQ,
@@ -27,7 +27,7 @@ from vr_stream_ros.rtp import (
     read_frame_extensions,
     uq32_32_to_ns,
 )
-from vr_stream_ros.sdp import make_sdp
+from vr_stream_ros.rtp.sdp import make_sdp
 
 _MAX_NS = (1 << 32) * 10**9 - 1  # UQ32.32 holds 2**32 seconds
 

@@ -12,8 +12,8 @@ import simplejpeg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vr_stream_ros.rtp import pack_header, parse_packet
-from vr_stream_ros.rtp_jpeg import (
+from vr_stream_ros.camera.pattern import PatternGenerator, read_stamp
+from vr_stream_ros.rtp.jpeg import (
     JpegDepacketizer,
     JpegFormatError,
     JpegPacketizer,
@@ -21,7 +21,7 @@ from vr_stream_ros.rtp_jpeg import (
     parse_jpeg,
     standard_qtables,
 )
-from vr_stream_ros.synthetic_pattern import PatternGenerator, read_stamp
+from vr_stream_ros.rtp.packet import pack_header, parse_packet
 
 W, H = 1280, 720
 

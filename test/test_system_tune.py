@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vr_stream_ros.system_tune import (
+from vr_stream_ros.system.tune import (
     BACKUP_DIR,
     CMDLINE_FILE,
     LIMITS_FILE,
@@ -299,7 +299,7 @@ def test_bad_arguments_are_refused_with_the_reason(tmp_path, capsys, args, messa
 
 NOBODY_CHILD = """
 import os, sys
-from vr_stream_ros.system_tune import main
+from vr_stream_ros.system.tune import main
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 sys.exit(main(sys.argv[1:]))
 """
@@ -321,7 +321,7 @@ def test_the_real_root_needs_root_to_change(args, code, expected) -> None:
 
 def test_check_on_this_machine_is_read_only() -> None:
     backup_existed = Path("/", BACKUP_DIR).exists()
-    result = subprocess.run([sys.executable, "-m", "vr_stream_ros.system_tune", "check"],
+    result = subprocess.run([sys.executable, "-m", "vr_stream_ros.system.tune", "check"],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     print(result.stdout)  # quoted in the README / the lead's note (pytest -s)
     assert result.returncode == 0, result.stderr
@@ -333,7 +333,7 @@ def test_check_on_this_machine_is_read_only() -> None:
                  "network IRQ affinity"):
         assert any(x[5:].startswith(item) for x in lines), (item, lines)
     assert Path("/", BACKUP_DIR).exists() == backup_existed
-    as_json = subprocess.run([sys.executable, "-m", "vr_stream_ros.system_tune", "check",
+    as_json = subprocess.run([sys.executable, "-m", "vr_stream_ros.system.tune", "check",
                               "--json"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert [c["item"] for c in json.loads(as_json.stdout)] == [x[5:].split(":")[0]
                                                                for x in lines]

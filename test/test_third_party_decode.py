@@ -22,10 +22,10 @@ import simplejpeg
 from conftest import free_port, wait_for
 from debian_tools import ensure_debian_packages
 
-from vr_stream_ros.rtp import FRAME_EXTMAP
-from vr_stream_ros.rtp_jpeg import JpegDepacketizer, JpegPacketizer
-from vr_stream_ros.sdp import make_sdp
-from vr_stream_ros.synthetic_pattern import PatternGenerator, read_stamp
+from vr_stream_ros.camera.pattern import PatternGenerator, read_stamp
+from vr_stream_ros.rtp.jpeg import JpegDepacketizer, JpegPacketizer
+from vr_stream_ros.rtp.packet import FRAME_EXTMAP
+from vr_stream_ros.rtp.sdp import make_sdp
 
 W, H, FPS, FRAMES = 1280, 720, 30.0, 120
 GST_PACKAGES = ["gstreamer1.0-tools", "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-base",

@@ -13,8 +13,8 @@ import time
 import pytest
 from conftest import free_port, wait_for
 
-from vr_stream_ros.rtp import Rfc4571Decoder, frame_rfc4571, pack_header
-from vr_stream_ros.transport import TcpRtpSender, UdpRtpSender, open_sender
+from vr_stream_ros.net.senders import TcpRtpSender, UdpRtpSender, open_sender
+from vr_stream_ros.rtp.packet import Rfc4571Decoder, frame_rfc4571, pack_header
 
 SO_TIMESTAMPNS = 35  # Linux <asm-generic/socket.h>; the socket module does not export it
 

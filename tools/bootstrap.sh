@@ -58,6 +58,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   "$VENV_REAL/bin/colcon" --log-base "$ROOT/log" build --base-paths "$ROOT" \
       --build-base "$ROOT/build" --install-base "$ROOT/install" \
       --cmake-args -DPython3_EXECUTABLE="$VENV_REAL/bin/python" -DBUILD_TESTING=OFF \
+          -DVR_STREAM_ROS_INSTALL_BENCH=ON \
       --event-handlers console_direct- >"$ROOT/log/colcon-last.txt" 2>&1 \
     || { cat "$ROOT/log/colcon-last.txt"; echo "[bootstrap] colcon build failed"; exit 1; }
 fi

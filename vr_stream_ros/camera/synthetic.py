@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from vr_stream_ros.camera.base import CameraBackend, CameraError, FramePacer
-from vr_stream_ros.synthetic_pattern import PatternGenerator
+from vr_stream_ros.camera.pattern import PatternGenerator
 
 
 class SyntheticCamera(CameraBackend):

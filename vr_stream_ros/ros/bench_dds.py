@@ -17,7 +17,7 @@ import rclpy
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from vr_stream_ros.synthetic_pattern import PatternGenerator
+from vr_stream_ros.camera.pattern import PatternGenerator
 
 
 def _qos(reliability: str) -> QoSProfile:

@@ -13,7 +13,7 @@ from rclpy.exceptions import (
 )
 from rclpy.node import Node
 
-from vr_stream_ros.param_spec import ParameterError, ParamSpec, Value
+from vr_stream_ros.graph.param_spec import ParameterError, ParamSpec, Value
 
 
 def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
-from vr_stream_ros.param_spec import ParameterError, Value, parse_cpu_list
-from vr_stream_ros.rt_setup import RtConfig, RtReport, apply
+from vr_stream_ros.graph.param_spec import ParameterError, Value, parse_cpu_list
+from vr_stream_ros.system.realtime import RtConfig, RtReport, apply
 
 
 def setup_realtime(node: Node, p: dict[str, Value]) -> RtReport:

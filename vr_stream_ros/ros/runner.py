@@ -12,10 +12,10 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from vr_stream_ros.camera.base import CameraError
-from vr_stream_ros.frame_ring import FrameRingError
-from vr_stream_ros.param_spec import ParameterError
+from vr_stream_ros.graph.param_spec import ParameterError
+from vr_stream_ros.ring.frame_ring import FrameRingError
 from vr_stream_ros.ros.realtime import make_executor
-from vr_stream_ros.rt_setup import RealtimeRefused
+from vr_stream_ros.system.realtime import RealtimeRefused
 
 STARTUP_ERRORS = (ParameterError, CameraError, FrameRingError, RealtimeRefused, ValueError)
 """What a node may raise while starting: logged as one line, exit code 2."""

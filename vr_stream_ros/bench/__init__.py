@@ -1,0 +1,1 @@
+"""Benchmarks run by make targets (not installed on a robot unless asked for)."""

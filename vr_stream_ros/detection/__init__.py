@@ -1,0 +1,1 @@
+"""Object detection beside the video path (Ultralytics YOLO), no rclpy."""

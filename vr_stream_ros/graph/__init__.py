@@ -1,0 +1,1 @@
+"""The node graph: parameter specs, each node's parameters, launch descriptions, make run."""

@@ -1,0 +1,217 @@
+"""The node graph, described once: launch/stream.launch.py and ``make run`` both read it.
+
+Defaults come from config/stream.yaml; launch arguments (``headset_ip:=...``) override
+single parameters. Nothing else may describe which nodes run with which parameters,
+so the launch file and ``make run`` cannot drift apart. No rclpy, no launch imports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import yaml
+
+from vr_stream_ros.graph.node_params import BRIDGE_PARAMS, CAMERA_PARAMS, DETECTOR_PARAMS
+from vr_stream_ros.graph.param_spec import ParameterError, ParamSpec, Value
+
+PACKAGE = "vr_stream_ros"
+EVERY_NODE = "*"  # a launch argument that sets the same parameter on every node having it
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """A launch argument and the node parameter it sets."""
+
+    name: str
+    node: str
+    spec: ParamSpec
+
+    @property
+    def description(self) -> str:
+        """Text shown by ``ros2 launch ... --show-args``."""
+        where = ("every node; " if self.node == EVERY_NODE
+                 else f"{self.node}.{self.spec.name}; " if self.node else "")
+        return f"{self.spec.description} ({where}{self.spec.allowed()})"
+
+    def applies_to(self, node: str) -> bool:
+        """Whether this argument sets a parameter of ``node``."""
+        if self.node == EVERY_NODE:
+            return any(s.name == self.spec.name for s in dict(NODES)[node])
+        return self.node == node
+
+
+@dataclass(frozen=True)
+class NodeLaunch:
+    """One node process: what ``launch_ros.actions.Node`` or ``make run`` starts.
+
+    ``parameters`` is the complete, validated set (config file merged with the launch
+    arguments). It is passed whole rather than as "params file + overrides" because
+    rcl lets a node-specific key of a params file beat a ``-p`` / ``/**`` override.
+    """
+
+    executable: str
+    name: str
+    parameters: dict[str, Value] = field(default_factory=dict)
+    package: str = PACKAGE
+    essential: bool = True
+    """False for the detector: if it exits, the video path keeps going."""
+
+    def ros_args(self) -> list[str]:
+        """Command-line ROS arguments equivalent to the launch file's Node action."""
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        for key, value in self.parameters.items():
+            args += ["-p", f"{key}:={_ros_literal(value)}"]
+        return args
+
+
+NODES: tuple[tuple[str, tuple[ParamSpec, ...]], ...] = (
+    ("camera_node", CAMERA_PARAMS),
+    ("headset_bridge_node", BRIDGE_PARAMS),
+    ("detector_node", DETECTOR_PARAMS),  # only with yolo:=true
+)
+"""(executable == node name, its parameter specs), in start order."""
+
+_ARGUMENTS = (
+    ("headset_ip", "headset_bridge_node"),
+    ("headset_port", "headset_bridge_node"),
+    ("transport", "headset_bridge_node"),
+    ("width", "camera_node"),
+    ("height", "camera_node"),
+    ("fps", "camera_node"),
+    ("camera", "camera_node"),
+    ("profile", "camera_node"),
+    ("model", "detector_node"),
+    ("imgsz", "detector_node"),
+    ("sdp_path", "headset_bridge_node"),
+    ("record_path", "headset_bridge_node"),
+)
+
+
+def _spec(node: str, name: str) -> ParamSpec:
+    specs = dict(NODES)[node]
+    return next(s for s in specs if s.name == name)
+
+
+RT_PROFILE = ParamSpec(
+    "rt_profile", "none", "Real-time layout overlaid on the config: config/rt_<profile>.yaml "
+    "(pi5: the seed's CPUs 2/1 at FIFO 90/85; two_core: both on CPU 1).",
+    choices=("none", "pi5", "two_core"))
+
+YOLO = ParamSpec(
+    "yolo", False, "Start detector_node (YOLO beside the video path; needs the YOLO extra).")
+
+LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
+    *(LaunchArgument(name, node, _spec(node, name)) for name, node in _ARGUMENTS),
+    # A second instance on one host needs its own ring (and sdp_path, ports, namespace).
+    LaunchArgument("ring_name", EVERY_NODE, _spec("camera_node", "ring_name")),
+    LaunchArgument("rt_profile", "", RT_PROFILE),  # not a node parameter: selects a file
+    LaunchArgument("yolo", "", YOLO),  # not a node parameter: adds a node
+)
+
+
+def _ros_literal(value: Value) -> str:
+    """``value`` as rcl parses it after ``-p name:=`` (YAML), keeping its type."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    if isinstance(value, str) and (value == "" or not isinstance(yaml.safe_load(value), str)):
+        return "'" + value.replace("'", "''") + "'"  # '420' must stay a string
+    return str(value)
+
+
+def default_config_path() -> str:
+    """config/stream.yaml of the installed package (or of this source tree)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        share = get_package_share_directory(PACKAGE)
+        path = os.path.join(share, "config", "stream.yaml")
+        if os.path.isfile(path):
+            return path
+    except (ImportError, LookupError, OSError):
+        pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(os.path.dirname(os.path.dirname(here)), "config", "stream.yaml")
+
+
+def load_config(path: str) -> dict[str, dict[str, Value]]:
+    """Per-node parameters from a ROS 2 params file ('/**' entries apply to every node)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ParameterError(f"config file {path}: does not exist") from None
+    except OSError as exc:
+        raise ParameterError(f"config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"config file {path}: not valid YAML ({exc})") from None
+    shared = (data.get("/**") or {}).get("ros__parameters", {})
+    result = {}
+    for node, _ in NODES:
+        entry = data.get(f"/**/{node}") or data.get(node) or {}
+        result[node] = {**shared, **entry.get("ros__parameters", {})}
+    return result
+
+
+def _default_values(config: Mapping[str, Mapping[str, Value]]) -> dict[str, Value]:
+    """Each launch argument's value when not given: the config file's, else the spec's."""
+    def value(a: LaunchArgument) -> Value:
+        node = "camera_node" if a.node == EVERY_NODE else a.node
+        return config.get(node, {}).get(a.name, a.spec.default)
+    return {a.name: value(a) for a in LAUNCH_ARGUMENTS}
+
+
+def argument_defaults(config: Mapping[str, Mapping[str, Value]]) -> dict[str, str]:
+    """Launch argument defaults as strings: the config file's values, else the spec's."""
+    return {name: _ros_literal(v) for name, v in _default_values(config).items()}
+
+
+def node_launches(arguments: Mapping[str, str], config_path: str | None = None
+                  ) -> list[NodeLaunch]:
+    """The nodes to start for these launch argument values (validated, in start order)."""
+    config_path = config_path or default_config_path()
+    config = load_config(config_path)
+    known = {a.name for a in LAUNCH_ARGUMENTS}
+    unknown = sorted(set(arguments) - known)
+    if unknown:
+        raise ParameterError(f"launch argument '{unknown[0]}' is not known; "
+                             f"known: {', '.join(sorted(known))}")
+    # An empty value means "as the config file says" (the launch file's defaults).
+    values = {**_default_values(config), **{k: v for k, v in arguments.items() if v != ""}}
+    profile = RT_PROFILE.validate(values["rt_profile"])
+    overlay: dict[str, dict[str, Value]] = {}
+    if profile != "none":  # the RT layouts ship with the package, whatever config is used
+        package_config = os.path.dirname(default_config_path())
+        overlay = load_config(os.path.join(package_config, f"rt_{profile}.yaml"))
+    yolo = YOLO.validate(values["yolo"])
+    launches = []
+    for node, specs in NODES:
+        if node == "detector_node" and not yolo:
+            continue
+        merged = {**config[node], **overlay.get(node, {})}
+        for arg in LAUNCH_ARGUMENTS:
+            if arg.applies_to(node):
+                merged[arg.spec.name] = values[arg.name]
+        known_names = {s.name for s in specs}
+        for key in merged:
+            if key not in known_names:
+                raise ParameterError(f"config file {config_path}: '{node}' has no parameter "
+                                     f"'{key}'; known: {', '.join(sorted(known_names))}")
+        # Validate here, so a bad value is refused before any process starts.
+        parameters = {s.name: s.validate(merged[s.name]) for s in specs if s.name in merged}
+        launches.append(NodeLaunch(node, node, parameters,
+                                   essential=node != "detector_node"))
+    _check_rtp_jpeg_size(launches[0].parameters)
+    return launches
+
+
+def _check_rtp_jpeg_size(camera: dict[str, Value]) -> None:
+    """RTP/JPEG (RFC 2435) carries sizes that are multiples of 8 up to 2040."""
+    for name in ("width", "height"):
+        value = camera.get(name, 0)
+        if value % 8 or value > 2040:
+            raise ParameterError(
+                f"parameter '{name}': got {value}, expected a multiple of 8 up to 2040 "
+                "(what RTP/JPEG can carry to the headset)")

@@ -1,0 +1,161 @@
+"""Parameter specs of every node: the single source for declarations, config and launch."""
+
+from __future__ import annotations
+
+from vr_stream_ros.graph.param_spec import ParamSpec, check_cpu_list, check_ipv4_host, check_name
+
+RT_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("cpu_affinity", "", "CPUs for this node's threads, e.g. '2' or '2,3' ('' = any).",
+              check=check_cpu_list, any_type=True),
+    ParamSpec("sched_policy", "other", "Scheduling policy: other (normal), fifo or rr (real time).",
+              choices=("other", "fifo", "rr")),
+    ParamSpec("rt_priority", 0, "Real-time priority 1..99 for fifo/rr (0 with other).",
+              min=0, max=99),
+    ParamSpec("lock_memory", False, "mlockall(current+future): no page faults on the hot path."),
+    ParamSpec("gc_mode", "default",
+              "Python GC: default, freeze (start-up objects frozen), manual (young-generation "
+              "collection between frames only).", choices=("default", "freeze", "manual")),
+    ParamSpec("executor", "single_threaded", "rclpy executor spinning the node.",
+              choices=("single_threaded", "multi_threaded", "events")),
+    ParamSpec("require_realtime", False,
+              "Refuse to start if any RT setting above is refused by the kernel."),
+)
+
+RING_NAME = ParamSpec(
+    "ring_name", "vr_stream_ros_frames",
+    "Shared-memory frame ring (/dev/shm/<ring_name>); camera and consumers must agree.",
+    check=check_name)
+
+CAMERA_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("camera", "synthetic", "Camera backend.",
+              choices=("synthetic", "v4l2", "file", "picamera2")),
+    ParamSpec("device", "/dev/video0", "V4L2 device (camera:=v4l2)."),
+    ParamSpec("file_path", "", "Video file played in a loop (camera:=file)."),
+    ParamSpec("camera_index", 0, "libcamera camera number (camera:=picamera2).", min=0, max=7),
+    ParamSpec("width", 1280, "Frame width in pixels.", min=128, max=4096),
+    ParamSpec("height", 720, "Frame height in pixels.", min=64, max=4096),
+    ParamSpec("fps", 60.0, "Frames per second.", min=1.0, max=240.0),
+    ParamSpec("pixel_format", "rgb8", "Pixel format in the ring (sensor_msgs encoding).",
+              choices=("rgb8", "bgr8")),
+    ParamSpec("profile", "low",
+              "Latency profile (picamera2): ultra_low = 2 buffers, low = 3, balanced = 4.",
+              choices=("ultra_low", "low", "balanced")),
+    ParamSpec("exposure_us", 0, "Fixed exposure in microseconds; 0 = the profile's default.",
+              min=0, max=1_000_000),
+    ParamSpec("analogue_gain", 0.0, "Fixed analogue gain; 0 = the profile's default.",
+              min=0.0, max=64.0),
+    RING_NAME,
+    ParamSpec("ring_slots", 4, "Slots in the frame ring (more = slow readers keep frames longer).",
+              min=2, max=64),
+    ParamSpec("frame_id", "camera_optical_frame", "TF frame of the camera (REP-103 optical)."),
+    ParamSpec("compressed_quality", 80, "JPEG quality of image_raw/compressed.", min=1, max=100),
+    *RT_PARAMS,
+)
+
+BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("headset_ip", "127.0.0.1", "Headset (receiver) IPv4 address or host name.",
+              check=check_ipv4_host),
+    ParamSpec("headset_port", 5004, "Headset (receiver) RTP port.", min=1, max=65535),
+    ParamSpec("transport", "udp",
+              "RTP over UDP, over TCP with RFC 4571 framing, or WebRTC to a browser (the "
+              "viewer page on webrtc_port: a Quest with nothing to install).",
+              choices=("udp", "tcp", "webrtc")),
+    RING_NAME,
+    ParamSpec("jpeg_quality", 80, "JPEG quality (libjpeg-turbo via simplejpeg).", min=1, max=100),
+    ParamSpec("chroma_subsampling", "420", "JPEG chroma subsampling (RTP/JPEG allows these two).",
+              choices=("420", "422")),
+    ParamSpec("mtu", 1400, "Largest datagram in bytes (RTP header included).",
+              min=576, max=9000),
+    ParamSpec("max_rate_mbps", 0.0,
+              "Pacing: cap on the send rate in Mbit/s, 0 = send each frame as one burst.",
+              min=0.0, max=10000.0),
+    ParamSpec("burst_kib", 64, "Pacing: bytes a frame may send at once before pacing, KiB.",
+              min=2, max=16384),
+    ParamSpec("dscp", 46, "DSCP of outgoing packets (46 = EF, expedited forwarding).",
+              min=0, max=63),
+    ParamSpec("sndbuf_kib", 256, "Socket send buffer in KiB (small = stale frames are dropped).",
+              min=16, max=65536),
+    ParamSpec("sdp_path", "/tmp/vr_stream_ros.rtp.sdp",
+              "Where to write the SDP describing the stream ('' = do not write)."),
+    ParamSpec("ring_wait_s", 10.0, "How long to wait at start for the camera's ring.",
+              min=0.0, max=600.0),
+    ParamSpec("stats_period_s", 1.0, "Period of the latency stats topic in seconds.",
+              min=0.1, max=60.0),
+    ParamSpec("rtcp_interval_s", 0.25, "Period of RTCP sender reports to the headset.",
+              min=0.05, max=10.0),
+    ParamSpec("latency_budget_ms", 30.0,
+              "End-to-end budget for /diagnostics: OK if p99 is within, WARN if only p50 is.",
+              min=1.0, max=10000.0),
+    ParamSpec("webrtc_bind", "0.0.0.0",
+              "transport:=webrtc: address the viewer page and signaling listen on.",
+              check=lambda v: None if v == "0.0.0.0" or check_ipv4_host(v) is None
+              else "an IPv4 address of this host (0.0.0.0 = every interface)"),
+    ParamSpec("webrtc_port", 8080, "transport:=webrtc: HTTP port of the viewer page.",
+              min=1, max=65535),
+    ParamSpec("webrtc_token", "",
+              "transport:=webrtc: session token the page URL must carry ('' = a new random "
+              "one each start, printed in the log)."),
+    ParamSpec("webrtc_tls", True,
+              "transport:=webrtc: serve the page over HTTPS (WebXR's Enter VR needs a secure "
+              "context; the headset asks once to trust the self-signed certificate)."),
+    ParamSpec("webrtc_cert", "",
+              "transport:=webrtc: PEM certificate for HTTPS ('' = a self-signed one, made "
+              "once in ~/.cache/vr_stream_ros/webrtc-tls)."),
+    ParamSpec("webrtc_key", "", "transport:=webrtc: PEM private key of webrtc_cert."),
+    ParamSpec("max_viewers", 2, "transport:=webrtc: viewers at once; more are refused.",
+              min=1, max=16),
+    ParamSpec("bitrate_mbps", 8.0, "transport:=webrtc: H.264 bitrate cap, Mbit/s.",
+              min=0.5, max=100.0),
+    ParamSpec("keyframe_interval", 30,
+              "transport:=webrtc: frames between keyframes (also sent at once on a viewer's "
+              "picture-loss request).", min=1, max=600),
+    ParamSpec("vr_quad", "world",
+              "transport:=webrtc: the page's VR video quad, world-locked or head-locked "
+              "(a toggle on the page).", choices=("world", "head")),
+    ParamSpec("send_detections", True,
+              "Send the newest detections (topic 'detections', from detector_node) to the "
+              "headset after each frame, as RTCP APP 'VRDT' (JSON boxes) on the RTP port."),
+    ParamSpec("record_path", "",
+              "Record every frame's stage times to this .csv or .json at exit ('' = off).",
+              check=lambda v: None if v == "" or v.endswith((".csv", ".json"))
+              else "a path ending in .csv or .json, or ''"),
+    *RT_PARAMS,
+)
+
+def check_classes(value: str) -> str | None:
+    """Spec check: class indices '0', '0,2,5' ('' = every class)."""
+    parts = [p.strip() for p in value.split(",")] if value.strip() else []
+    if all(p.isdigit() for p in parts):
+        return None
+    return "class indices separated by commas, e.g. '0' or '0,2,5' ('' = every class)"
+
+
+def parse_classes(value: str) -> tuple[int, ...]:
+    """'0, 2' -> (0, 2); '' -> ()."""
+    return tuple(int(p) for p in value.split(",")) if value.strip() else ()
+
+
+DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("model", "yolo11n.yaml",
+              "Model: a .pt or .onnx file, a *_openvino_model or *_ncnn_model directory, or an "
+              "Ultralytics model .yaml (random weights: for tests). Never downloaded."),
+    ParamSpec("imgsz", 320, "Inference size in pixels (a multiple of 32).", min=32, max=1280),
+    ParamSpec("conf", 0.25, "Minimum score of a box.", min=0.0, max=1.0),
+    ParamSpec("iou", 0.7, "IoU threshold of non-maximum suppression.", min=0.0, max=1.0),
+    ParamSpec("classes", "", "Only these class indices, e.g. '0' (person) ('' = every class).",
+              check=check_classes),
+    ParamSpec("max_det", 100, "Most boxes per frame.", min=1, max=1000),
+    ParamSpec("device", "cpu", "Inference device (cpu on a Pi 5).", choices=("cpu",)),
+    ParamSpec("threads", 1, "PyTorch CPU threads (the detector should not take every core).",
+              min=1, max=64),
+    ParamSpec("max_rate_hz", 0.0, "Cap on detections per second, 0 = as fast as it can.",
+              min=0.0, max=240.0),
+    RING_NAME,
+    ParamSpec("ring_wait_s", 10.0, "How long to wait at start for the camera's ring.",
+              min=0.0, max=600.0),
+    ParamSpec("frame_id", "camera_optical_frame", "TF frame of the camera, for the header."),
+    *RT_PARAMS,
+)
+
+BRIDGE_PARAMS_BY_NAME = {p.name: p for p in BRIDGE_PARAMS}
+CAMERA_PARAMS_BY_NAME = {p.name: p for p in CAMERA_PARAMS}

@@ -1,0 +1,1 @@
+"""Latency bookkeeping: stage windows and percentiles, per-frame profiler, plots."""

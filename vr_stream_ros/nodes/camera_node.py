@@ -1,0 +1,141 @@
+"""camera_node: captures frames into the shared-memory ring and announces each one.
+
+Pixels are written once, into a ring slot lent by the ring (loan semantics); DDS
+carries only a FrameRef. ``image_raw``, ``image_raw/compressed`` and ``camera_info``
+are for the rest of the robot stack (and other hosts): they are built only while
+someone subscribes to them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import simplejpeg
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from vr_stream_ros.camera import CameraConfig, CameraError, create_backend
+from vr_stream_ros.graph.node_params import CAMERA_PARAMS
+from vr_stream_ros.msg import FrameRef
+from vr_stream_ros.ring.frame_ring import FrameRingWriter, FrameSpec
+from vr_stream_ros.ros.params import declare_and_validate
+from vr_stream_ros.ros.process_status import ProcessStatus
+from vr_stream_ros.ros.realtime import setup_realtime
+from vr_stream_ros.ros.runner import run_node
+from vr_stream_ros.system.realtime import collect_garbage, set_thread_name
+
+NODE_NAME = "camera_node"
+
+
+class CameraNode(Node):
+    """Owns the camera backend and the ring writer; runs capture on its own thread."""
+
+    def __init__(self) -> None:
+        super().__init__(NODE_NAME)
+        p = declare_and_validate(self, CAMERA_PARAMS)
+        self.fatal_error: str | None = None
+        self.executor_kind = p["executor"]
+        self.rt_report = setup_realtime(self, p)  # before any thread of ours exists
+        self._manual_gc = p["gc_mode"] == "manual"
+        self._config = CameraConfig(
+            backend=p["camera"], width=p["width"], height=p["height"], fps=p["fps"],
+            pixel_format=p["pixel_format"], profile=p["profile"], device=p["device"],
+            file_path=p["file_path"], camera_index=p["camera_index"],
+            exposure_us=p["exposure_us"], analogue_gain=p["analogue_gain"])
+        self._frame_id = p["frame_id"]
+        self._jpeg_quality = p["compressed_quality"]
+        self._backend = create_backend(self._config)
+        self._backend.open()
+        try:
+            c = self._config
+            spec = FrameSpec(c.width, c.height, c.channels, c.pixel_format)
+            self._ring = FrameRingWriter(p["ring_name"], spec, slots=p["ring_slots"])
+        except Exception:
+            self._backend.close()
+            raise
+        if self._ring.recovered_stale:
+            self.get_logger().warn(f"ring '{p['ring_name']}': removed a stale segment left "
+                                   "by a camera_node that did not exit cleanly")
+        self._ring_name = p["ring_name"]
+        self._frame_ref_pub = self.create_publisher(FrameRef, "frame_ref", qos_profile_sensor_data)
+        self._image_pub = self.create_publisher(Image, "image_raw", qos_profile_sensor_data)
+        self._compressed_pub = self.create_publisher(
+            CompressedImage, "image_raw/compressed", qos_profile_sensor_data)
+        self._info_pub = self.create_publisher(CameraInfo, "camera_info", QoSProfile(depth=1))
+        self._process_status = ProcessStatus(self)
+        self.frames = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"{self._backend.describe()} -> ring '{self._ring_name}' "
+            f"({p['ring_slots']} slots), frame refs on {self._frame_ref_pub.topic_name}")
+
+    def _capture_loop(self) -> None:
+        set_thread_name("capture")
+        ring, backend = self._ring, self._backend
+        ref = FrameRef(ring_name=self._ring_name, width=self._config.width,
+                       height=self._config.height, encoding=self._config.pixel_format)
+        ref.header.frame_id = self._frame_id
+        clock = self.get_clock()
+        while not self._stop.is_set():
+            loan = ring.loan()
+            try:
+                capture_ns = backend.capture_into(loan.array, loan.seq)
+            except CameraError as exc:
+                ring.cancel(loan)
+                self.fatal_error = str(exc)
+                return
+            except Exception as exc:  # a backend bug must not leave a half-written slot
+                ring.cancel(loan)
+                self.fatal_error = f"camera backend {backend.name} failed: {exc!r}"
+                return
+            write_ns = ring.publish(loan, capture_ns)
+            self.frames += 1
+            if self._manual_gc:
+                collect_garbage()
+            ref.header.stamp = clock.now().to_msg()
+            ref.seq, ref.slot = loan.seq, loan.slot
+            ref.capture_mono_ns, ref.ring_write_mono_ns = capture_ns, write_ns
+            try:
+                self._frame_ref_pub.publish(ref)
+                self._publish_standard_topics(loan.array, ref.header)
+            except Exception:
+                if not self.context.ok():
+                    return  # shutting down (Ctrl-C): the frame is in the ring, we are done
+                raise
+
+    def _publish_standard_topics(self, frame, header: Header) -> None:
+        """image_raw, image_raw/compressed, camera_info: only for actual subscribers."""
+        c = self._config
+        if self._image_pub.get_subscription_count():
+            msg = Image(header=header, height=c.height, width=c.width,
+                        encoding=c.pixel_format, is_bigendian=0, step=c.width * c.channels)
+            msg.data = frame.tobytes()
+            self._image_pub.publish(msg)
+        if self._compressed_pub.get_subscription_count():
+            colorspace = "RGB" if c.pixel_format == "rgb8" else "BGR"
+            data = simplejpeg.encode_jpeg(frame, self._jpeg_quality, colorspace, "420")
+            self._compressed_pub.publish(CompressedImage(header=header, format="jpeg", data=data))
+        if self._info_pub.get_subscription_count():
+            # No calibration is loaded: K/P stay zero, which REP-104 reads as uncalibrated.
+            self._info_pub.publish(CameraInfo(header=header, height=c.height, width=c.width))
+
+    def close(self) -> None:
+        """Stop capture, release the camera, remove the ring segment."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+        self._backend.close()
+        self._ring.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``ros2 run vr_stream_ros camera_node``."""
+    return run_node(NODE_NAME, CameraNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

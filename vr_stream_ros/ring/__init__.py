@@ -1,0 +1,1 @@
+"""The shared-memory frame ring: one writer, many readers, no rclpy."""

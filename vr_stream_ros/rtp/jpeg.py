@@ -1,0 +1,542 @@
+"""RTP payload format for JPEG (RFC 2435): packetizer and depacketizer.
+
+Sender side, :class:`JpegPacketizer` takes a baseline JPEG as libjpeg-turbo writes it
+(``simplejpeg.encode_jpeg``: standard Huffman tables, 4:2:0 or 4:2:2) and sends
+
+- its entropy-coded scan in fragments, each datagram at most ``mtu`` bytes in all
+  (RTP header, header extensions, JPEG header, payload);
+- its two quantisation tables in-band in the first fragment, with Q = 255 (RFC 2435
+  3.1.8), so the receiver needs no table agreement and the encoder may change quality
+  at any frame;
+- the header extensions of rtp.py (capture time, frame number) on *every* packet:
+  20 bytes each, and a receiver can attribute any fragment, even without the first;
+- the marker bit on the last packet of the frame.
+
+RFC 2435 types 0 (4:2:2) and 1 (4:2:0) are supported; a JPEG with restart markers
+(DRI) goes out as type 64/65. Everything else (4:4:4, grayscale, progressive,
+optimised Huffman tables, > 2040 px) is refused with a :class:`JpegFormatError`.
+
+Receiver side, :class:`JpegDepacketizer` reassembles frames by RTP timestamp,
+checks that the fragment offsets cover the frame without a hole, and rebuilds a
+complete JFIF file (RFC 2435 Appendix B): in-band tables for Q >= 128 (cached per Q
+for 128..254 when a sender omits them), RFC 2435 Appendix A tables scaled by Q
+below 128, and the standard Huffman tables of JPEG Annex K.3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import struct
+from dataclasses import dataclass
+
+from vr_stream_ros.rtp.packet import (
+    RTP_HEADER_SIZE,
+    RtpError,
+    frame_extensions,
+    parse_packet,
+    read_frame_extensions,
+)
+
+JPEG_PAYLOAD_TYPE = 26
+MAX_DIMENSION = 2040
+"""Largest width/height RTP/JPEG can describe (8 bits of 8-pixel blocks)."""
+
+_FIXED = struct.Struct("!BBHII")  # RTP fixed header
+_MAIN = struct.Struct("!BBHBBBB")  # type-specific, offset (24 bits as B+H), type, Q, w/8, h/8
+_MAIN_SIZE = 8
+_RESTART = struct.Struct("!HH")  # restart interval, F(1) L(1) restart count(14)
+_QHEADER = struct.Struct("!BBH")  # MBZ, precision, length
+_MAX_OFFSET = 1 << 24
+_MAX_FRAGMENTS = 1 << 16  # a 16 MiB scan in 256-byte datagrams
+_SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
+_JFIF_APP0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+_OTHER_SOF = frozenset((0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
+                        0xCF))
+_SAMPLING_NAMES = {0x22: "4:2:0", 0x21: "4:2:2", 0x11: "4:4:4", 0x12: "4:4:0",
+                   0x41: "4:1:1"}
+
+# JPEG Annex K.1/K.2 quantisation tables in natural (row-major) order: RFC 2435 Appendix A.
+_LUMA_Q = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+_CHROMA_Q = (
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32
+# Natural-order index of each zigzag position: tables travel (in DQT and RTP) zigzagged.
+_ZIGZAG = (
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5,
+    12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28,
+    35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
+    58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63)
+
+# JPEG Annex K.3 Huffman tables (RFC 2435 Appendix B): (class, id) -> 16 code counts
+# followed by the symbols, exactly as a DHT segment carries them.
+_STANDARD_HUFFMAN: dict[tuple[int, int], bytes] = {
+    (0, 0): bytes.fromhex("00010501010101010100000000000000000102030405060708090a0b"),
+    (1, 0): bytes.fromhex(
+        "0002010303020403050504040000017d01020300041105122131410613516107227114328191a108"
+        "2342b1c11552d1f02433627282090a161718191a25262728292a3435363738393a43444546474849"
+        "4a535455565758595a636465666768696a737475767778797a838485868788898a92939495969798"
+        "999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2"
+        "e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9fa"),
+    (0, 1): bytes.fromhex("00030101010101010101010000000000000102030405060708090a0b"),
+    (1, 1): bytes.fromhex(
+        "00020102040403040705040400010277000102031104052131061241510761711322328108144291"
+        "a1b1c109233352f0156272d10a162434e125f11718191a262728292a35363738393a434445464748"
+        "494a535455565758595a636465666768696a737475767778797a82838485868788898a9293949596"
+        "9798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9da"
+        "e2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9fa"),
+}
+_DHT_SEGMENT = b"".join(
+    b"\xff\xc4" + struct.pack("!HB", 3 + len(table), (tc << 4) | th) + table
+    for (tc, th), table in sorted(_STANDARD_HUFFMAN.items(), key=lambda kv: kv[0][::-1]))
+
+
+class JpegFormatError(ValueError):
+    """A JPEG that RTP/JPEG cannot carry (the message says why and what is supported)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedJpeg:
+    """What RTP/JPEG needs from a JPEG: type, size, tables and the scan bytes."""
+
+    jpeg_type: int  # 0 (4:2:2) or 1 (4:2:0); +64 when restart markers are used
+    width: int
+    height: int
+    qtables: bytes  # luma then chroma table, 64 bytes each, zigzag order
+    restart_interval: int
+    scan: memoryview  # entropy-coded data after SOS, without the EOI marker
+
+
+def _sampling_name(factor: int) -> str:
+    return _SAMPLING_NAMES.get(factor, f"luma {factor >> 4}x{factor & 15}")
+
+
+@functools.lru_cache(maxsize=16)
+def _check_huffman(segments: tuple[bytes, ...]) -> None:
+    """JpegFormatError unless the DHT segments hold the standard tables (cached per input)."""
+    for body in segments:
+        i = 0
+        while i < len(body):
+            if i + 17 > len(body):
+                raise JpegFormatError("JPEG: truncated DHT (Huffman table) segment")
+            key = (body[i] >> 4, body[i] & 0x0F)
+            size = 17 + sum(body[i + 1: i + 17])
+            table = body[i + 1: i + size]
+            if _STANDARD_HUFFMAN.get(key) != table:
+                raise JpegFormatError(
+                    f"JPEG: Huffman table class {key[0]} id {key[1]} is not the standard one "
+                    "(JPEG Annex K.3); RTP/JPEG receivers rebuild the standard tables, so "
+                    "encode without Huffman optimisation")
+            i += size
+
+
+def parse_jpeg(jpeg: bytes | memoryview) -> ParsedJpeg:
+    """Extract what RTP/JPEG carries; JpegFormatError for anything it cannot carry.
+
+    The scan is a view into ``jpeg`` (no copy).
+    """
+    data = memoryview(jpeg)
+    n = len(data)
+    if data[:2] != _SOI:
+        raise JpegFormatError("not a JPEG: the data does not start with SOI (FF D8)")
+    tables: dict[int, bytes] = {}
+    huffman: list[bytes] = []
+    sof = sos = None
+    restart_interval = 0
+    pos = 2
+    while sos is None:
+        if pos + 4 > n:
+            raise JpegFormatError("JPEG: ends before its SOS (start of scan) marker")
+        if data[pos] != 0xFF:
+            raise JpegFormatError(f"JPEG: expected a marker at byte {pos}, found "
+                                  f"0x{data[pos]:02x}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length < 2 or pos + 2 + length > n:
+            raise JpegFormatError(f"JPEG: segment 0xff{marker:02x} at byte {pos} "
+                                  "runs past the end")
+        body = data[pos + 4: pos + 2 + length]
+        pos += 2 + length
+        if marker == 0xDB:  # DQT: one or more tables
+            i = 0
+            while i < len(body):
+                if body[i] >> 4 != 0:
+                    raise JpegFormatError("JPEG: 16-bit quantisation tables are not baseline; "
+                                          "RTP/JPEG carries 8-bit tables")
+                if i + 65 > len(body):
+                    raise JpegFormatError("JPEG: truncated DQT (quantisation table) segment")
+                tables[body[i] & 0x0F] = bytes(body[i + 1: i + 65])
+                i += 65
+        elif marker == 0xC4:
+            huffman.append(bytes(body))
+        elif marker == 0xC0:
+            sof = body
+        elif marker == 0xDD and len(body) >= 2:
+            restart_interval = (body[0] << 8) | body[1]
+        elif marker == 0xDA:
+            sos = body
+        elif marker in _OTHER_SOF:
+            raise JpegFormatError(f"JPEG: SOF marker 0xff{marker:02x} (progressive, extended "
+                                  "or lossless); RTP/JPEG carries baseline (SOF0) JPEG only")
+    if sof is None:
+        raise JpegFormatError("JPEG: no SOF0 (baseline frame header) before the scan")
+    if len(sof) < 6 or len(sof) < 6 + 3 * sof[5]:
+        raise JpegFormatError("JPEG: truncated SOF0 segment")
+    precision, height, width, ncomp = struct.unpack_from("!BHHB", sof, 0)
+    if ncomp != 3 or precision != 8:
+        raise JpegFormatError(f"JPEG: {ncomp} components of {precision} bits; RTP/JPEG "
+                              "types 0/1 carry 8-bit YCbCr (3 components)")
+    ids = [sof[6 + 3 * i] for i in range(3)]
+    sampling = [sof[7 + 3 * i] for i in range(3)]
+    qsel = [sof[8 + 3 * i] for i in range(3)]
+    if sampling[1:] != [0x11, 0x11] or sampling[0] not in (0x21, 0x22):
+        got = _sampling_name(sampling[0]) if sampling[1:] == [0x11, 0x11] else \
+            "sampling factors " + ", ".join(f"{s >> 4}x{s & 15}" for s in sampling)
+        raise JpegFormatError(
+            f"JPEG: chroma subsampling {got} cannot be sent; RTP/JPEG supports 4:2:0 "
+            "(type 1) and 4:2:2 (type 0): encode with colorsubsampling '420' or '422'")
+    if width == 0 or height == 0 or width % 8 or height % 8 or width > MAX_DIMENSION or \
+            height > MAX_DIMENSION:
+        raise JpegFormatError(f"JPEG: {width}x{height}; RTP/JPEG needs width and height that "
+                              f"are multiples of 8 in 8..{MAX_DIMENSION}")
+    if qsel[1] != qsel[2] or qsel[0] not in tables or qsel[1] not in tables:
+        raise JpegFormatError("JPEG: needs a luma and a shared chroma quantisation table, "
+                              f"got table ids {qsel} of {sorted(tables)}")
+    if len(sos) != 10 or sos[0] != 3 or [sos[1], sos[3], sos[5]] != ids or \
+            [sos[2], sos[4], sos[6]] != [0x00, 0x11, 0x11] or bytes(sos[7:]) != b"\x00\x3f\x00":
+        raise JpegFormatError("JPEG: the scan must be one interleaved baseline scan of Y, Cb, "
+                              "Cr with Huffman tables 0 (luma) and 1 (chroma)")
+    if huffman:  # no DHT at all (camera MJPEG) means the standard tables
+        _check_huffman(tuple(huffman))
+    end = n - 2 if data[n - 2:] == _EOI else n
+    jpeg_type = (1 if sampling[0] == 0x22 else 0) | (64 if restart_interval else 0)
+    return ParsedJpeg(jpeg_type, width, height, tables[qsel[0]] + tables[qsel[1]],
+                      restart_interval, data[pos:end])
+
+
+class JpegPacketizer:
+    """Turns JPEG frames into RTP/JPEG datagrams of at most ``mtu`` bytes each.
+
+    ``sequence`` is the RTP sequence number of the next packet; it runs on across
+    frames (and wraps at 2**16).
+    """
+
+    def __init__(self, ssrc: int, payload_type: int = JPEG_PAYLOAD_TYPE, mtu: int = 1400) -> None:
+        if not 0 <= ssrc <= 0xFFFFFFFF:
+            raise ValueError(f"parameter 'ssrc': got {ssrc}, expected 0..2**32-1")
+        if not 0 <= payload_type <= 127:
+            raise ValueError(f"parameter 'payload_type': got {payload_type}, expected 0..127")
+        if not 256 <= mtu <= 65507:
+            raise ValueError(f"parameter 'mtu': got {mtu}, expected 256..65507 bytes "
+                             "(RTP + JPEG headers and tables take up to 176)")
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.mtu = mtu
+        self.sequence = 0
+
+    def packetize(self, jpeg: bytes, rtp_timestamp: int, capture_ns: int,
+                  frame_seq: int) -> list[bytes]:
+        """RTP packets of one frame, in order; the last one carries the marker bit."""
+        parsed = parse_jpeg(jpeg)
+        scan = parsed.scan
+        total = len(scan)
+        if total >= _MAX_OFFSET:
+            raise JpegFormatError(f"JPEG: scan of {total} bytes exceeds RTP/JPEG's 24-bit "
+                                  "fragment offset")
+        ext = frame_extensions(capture_ns, frame_seq)
+        main_at = RTP_HEADER_SIZE + len(ext)
+        header = bytearray(main_at + _MAIN_SIZE + (4 if parsed.restart_interval else 0))
+        header[RTP_HEADER_SIZE:main_at] = ext
+        if parsed.restart_interval:  # F = L = 1, count 0x3FFF: not aligned to intervals
+            _RESTART.pack_into(header, main_at + _MAIN_SIZE, parsed.restart_interval, 0xFFFF)
+        qheader = _QHEADER.pack(0, 0, len(parsed.qtables)) + parsed.qtables
+        room = self.mtu - len(header)
+        b0 = 0x90  # version 2, extension bit
+        pt, ts, ssrc = self.payload_type, rtp_timestamp & 0xFFFFFFFF, self.ssrc
+        jtype, w8, h8 = parsed.jpeg_type, parsed.width // 8, parsed.height // 8
+        seq = self.sequence
+        packets: list[bytes] = []
+        offset = 0
+        while True:
+            first = offset == 0
+            end = min(total, offset + (room - len(qheader) if first else room))
+            last = end == total
+            _FIXED.pack_into(header, 0, b0, pt | (0x80 if last else 0), seq, ts, ssrc)
+            _MAIN.pack_into(header, main_at, 0, offset >> 16, offset & 0xFFFF, jtype, 255, w8, h8)
+            if first:
+                packets.append(b"".join((header, qheader, scan[offset:end])))
+            else:
+                packets.append(b"".join((header, scan[offset:end])))
+            seq = (seq + 1) & 0xFFFF
+            offset = end
+            if last:
+                break
+        self.sequence = seq
+        return packets
+
+
+@dataclass(slots=True)
+class ReceivedFrame:
+    """One reassembled frame: a complete JPEG file and when its packets arrived."""
+
+    jpeg: bytes
+    rtp_timestamp: int
+    capture_ns: int | None  # abs-capture-time, in the sender's clock (see rtp.py)
+    frame_seq: int | None  # frame-seq extension
+    first_packet_ns: int
+    last_packet_ns: int
+    packets: int
+
+
+class _Pending:
+    """A frame being reassembled."""
+
+    __slots__ = ("capture_ns", "chunks", "dims", "first_ns", "frame_seq", "last_ns", "packets",
+                 "qtables", "received", "restart_interval", "timestamp", "total")
+
+    def __init__(self, timestamp: int, arrival_ns: int) -> None:
+        self.timestamp = timestamp
+        self.chunks: dict[int, bytes | memoryview] = {}  # fragment offset -> payload
+        self.received = 0  # payload bytes held in chunks
+        self.total: int | None = None  # frame size, known from the marker packet
+        self.dims: tuple[int, int, int, int] | None = None  # type, width, height, Q
+        self.qtables: bytes | None = None
+        self.restart_interval = 0
+        self.capture_ns: int | None = None
+        self.frame_seq: int | None = None
+        self.first_ns = self.last_ns = arrival_ns
+        self.packets = 0
+
+    def contiguous(self) -> bool:
+        """True when the fragments cover 0..total exactly, without holes or overlaps."""
+        covered = 0
+        for offset in sorted(self.chunks):
+            if offset != covered:
+                return False
+            covered += len(self.chunks[offset])
+        return covered == self.total
+
+
+class JpegDepacketizer:
+    """Reassembles RTP/JPEG frames; never raises on bad input (it counts it).
+
+    A frame is given up (``frames_incomplete``) when a later frame completes first, or
+    when more than ``MAX_PENDING`` frames are in flight. Counters: ``frames_complete``,
+    ``frames_incomplete``, ``packets`` (valid ones), ``packets_lost`` (sequence gaps
+    not filled later), ``malformed`` (datagrams dropped as not RTP/JPEG).
+    """
+
+    MAX_PENDING = 2
+    MAX_DROPOUT = 3000  # RFC 3550 A.1: a bigger jump is a restarted sender, not loss
+    MAX_MISORDER = 100
+
+    def __init__(self, payload_type: int = JPEG_PAYLOAD_TYPE) -> None:
+        self.payload_type = payload_type
+        self.frames_complete = 0
+        self.frames_incomplete = 0
+        self.packets = 0
+        self.packets_lost = 0
+        self.malformed = 0
+        self.cycles = 0  # sequence number wrap-arounds (for the extended highest seq)
+        self.jitter = 0.0  # RFC 3550 interarrival jitter, RTP timestamp units
+        self._pending: dict[int, _Pending] = {}  # by RTP timestamp, oldest first
+        self._done: list[int] = []  # timestamps recently finished or given up
+        self._ssrc: int | None = None
+        self._highest_seq: int | None = None
+        self._last_transit: int | None = None
+        self._q_cache: dict[int, bytes] = {}  # Q 128..254 -> tables (RFC 2435 3.1.8)
+        self._headers_key: tuple | None = None
+        self._headers = b""
+
+    @property
+    def extended_highest_seq(self) -> int:
+        """Highest sequence number seen, with wrap-arounds (RFC 3550 A.1)."""
+        return (self.cycles << 16) | (self._highest_seq or 0)
+
+    @property
+    def pending(self) -> int:
+        """Frames started but not yet complete."""
+        return len(self._pending)
+
+    def push(self, packet: bytes, arrival_ns: int) -> list[ReceivedFrame]:
+        """Feed one datagram received at ``arrival_ns``; return the frames it completed.
+
+        A ``bytes`` packet is kept by reference until its frame completes (no copy);
+        any other buffer is copied.
+        """
+        try:
+            return self._push(packet, arrival_ns)
+        except (RtpError, struct.error, IndexError, KeyError, ValueError, TypeError):
+            self.malformed += 1
+            return []
+
+    def flush(self) -> int:
+        """Give up every frame still pending (end of stream); return how many."""
+        count = len(self._pending)
+        for frame in list(self._pending.values()):
+            self._give_up(frame)
+        return count
+
+    def _track_sequence(self, ssrc: int, seq: int) -> None:
+        if ssrc != self._ssrc or self._highest_seq is None:  # a new (or restarted) sender
+            self._ssrc, self._highest_seq, self._last_transit = ssrc, seq, None
+            return
+        delta = (seq - self._highest_seq) & 0xFFFF
+        if delta == 0:
+            return  # duplicate
+        if delta < self.MAX_DROPOUT:  # ahead, maybe after a gap
+            self.packets_lost += delta - 1
+            if seq < self._highest_seq:
+                self.cycles += 1
+            self._highest_seq = seq
+        elif delta > 0x10000 - self.MAX_MISORDER:  # late: it fills a gap counted before
+            if self.packets_lost > 0:
+                self.packets_lost -= 1
+        else:  # a jump: the sender restarted its numbering; resynchronise
+            self._highest_seq = seq
+
+    def _update_jitter(self, rtp_timestamp: int, arrival_ns: int) -> None:
+        transit = (arrival_ns * 9 // 100_000 - rtp_timestamp) & 0xFFFFFFFF  # 90 kHz units
+        if self._last_transit is not None:
+            d = abs(((transit - self._last_transit + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
+            self.jitter += (d - self.jitter) / 16
+        self._last_transit = transit
+
+    def _push(self, packet: bytes, arrival_ns: int) -> list[ReceivedFrame]:
+        rtp = parse_packet(packet)
+        if rtp.payload_type != self.payload_type:
+            raise RtpError(f"payload type {rtp.payload_type}, expected {self.payload_type}")
+        payload = rtp.payload
+        if len(payload) < _MAIN_SIZE:
+            raise RtpError("RTP/JPEG payload shorter than its 8-byte header")
+        _spec, off_hi, off_lo, jtype, q, w8, h8 = _MAIN.unpack_from(payload, 0)
+        offset = (off_hi << 16) | off_lo
+        if jtype & 63 > 1 or jtype > 127 or w8 == 0 or h8 == 0 or q == 0:
+            raise RtpError(f"RTP/JPEG header: type {jtype}, Q {q}, {w8 * 8}x{h8 * 8} unsupported")
+        pos = _MAIN_SIZE
+        restart_interval = 0
+        if jtype >= 64:
+            restart_interval = _RESTART.unpack_from(payload, pos)[0]
+            pos += 4
+        qtables = None
+        if q >= 128 and offset == 0:
+            _mbz, precision, length = _QHEADER.unpack_from(payload, pos)
+            pos += 4
+            if length:
+                if precision != 0 or length % 64 or len(payload) < pos + length:
+                    raise RtpError(f"RTP/JPEG quantisation table header: precision {precision}"
+                                   f", {length} bytes; expected 8-bit tables of 64 bytes")
+                # One table (FFmpeg's encoder shares it) serves luma and chroma alike.
+                qtables = bytes(payload[pos: pos + 128]) if length >= 128 else \
+                    bytes(payload[pos: pos + 64]) * 2
+                pos += length
+                if q < 255:
+                    self._q_cache[q] = qtables
+            else:
+                qtables = self._q_cache.get(q)
+        self.packets += 1
+        self._track_sequence(rtp.ssrc, rtp.sequence)
+        self._update_jitter(rtp.timestamp, arrival_ns)
+        if rtp.timestamp in self._done:
+            return []  # a straggler of a frame already finished or given up
+        frame = self._pending.get(rtp.timestamp)
+        if frame is None:
+            frame = _Pending(rtp.timestamp, arrival_ns)
+            self._pending[rtp.timestamp] = frame
+            while len(self._pending) > self.MAX_PENDING:  # dicts keep arrival order
+                self._give_up(next(iter(self._pending.values())))
+        chunk = payload[pos:] if type(packet) is bytes else bytes(payload[pos:])
+        old = frame.chunks.get(offset)
+        if old is not None:
+            frame.received -= len(old)
+        frame.chunks[offset] = chunk
+        frame.received += len(chunk)
+        if frame.received >= _MAX_OFFSET or len(frame.chunks) > _MAX_FRAGMENTS:
+            self._give_up(frame)  # overlapping junk fragments: bound what one frame holds
+            return []
+        if offset == 0 or frame.dims is None:
+            frame.dims = (jtype & 1, w8 * 8, h8 * 8, q)
+            frame.restart_interval = restart_interval
+        if qtables is not None:
+            frame.qtables = qtables
+        if frame.capture_ns is None or frame.frame_seq is None:
+            with contextlib.suppress(RtpError):  # a broken block costs the stamps only
+                frame.capture_ns, frame.frame_seq = read_frame_extensions(rtp.extensions)
+        frame.last_ns = arrival_ns
+        frame.packets += 1
+        if rtp.marker:
+            frame.total = offset + len(chunk)
+        if frame.total is None or frame.received < frame.total or not frame.contiguous():
+            return []
+        # Frames that began before this one will not complete any more.
+        for other in list(self._pending.values()):
+            if other is frame:
+                break
+            self._give_up(other)
+        self._forget(frame)
+        finished = self._finish(frame)
+        return [finished] if finished is not None else []
+
+    def _forget(self, frame: _Pending) -> None:
+        del self._pending[frame.timestamp]
+        self._done.append(frame.timestamp)
+        if len(self._done) > 8:
+            del self._done[0]
+
+    def _give_up(self, frame: _Pending) -> None:
+        self._forget(frame)
+        self.frames_incomplete += 1
+
+    def _finish(self, frame: _Pending) -> ReceivedFrame | None:
+        jtype, width, height, q = frame.dims
+        tables = frame.qtables if q >= 128 else standard_qtables(q)
+        if tables is None:  # dynamic Q whose tables never arrived
+            self.frames_incomplete += 1
+            return None
+        key = (jtype, width, height, tables, frame.restart_interval)
+        if key != self._headers_key:
+            self._headers_key = key
+            self._headers = jpeg_headers(jtype, width, height, tables, frame.restart_interval)
+        chunks = frame.chunks
+        parts = [self._headers]
+        parts += [chunks[o] for o in sorted(chunks)]
+        parts.append(_EOI)
+        self.frames_complete += 1
+        return ReceivedFrame(b"".join(parts), frame.timestamp, frame.capture_ns,
+                             frame.frame_seq, frame.first_ns, frame.last_ns, frame.packets)
+
+
+@functools.cache
+def standard_qtables(q: int) -> bytes:
+    """RFC 2435 Appendix A: luma + chroma tables for Q in 1..127, zigzag order.
+
+    Q is clamped to 1..99 and scaled like libjpeg's quality setting, so for Q 1..99
+    these are the tables libjpeg writes at that quality.
+    """
+    factor = min(max(q, 1), 99)
+    scale = 5000 // factor if factor < 50 else 200 - 2 * factor
+    return bytes(min(max((base[i] * scale + 50) // 100, 1), 255)
+                 for base in (_LUMA_Q, _CHROMA_Q) for i in _ZIGZAG)
+
+
+def jpeg_headers(jpeg_type: int, width: int, height: int, qtables: bytes,
+                 restart_interval: int = 0) -> bytes:
+    """SOI ... SOS of a baseline JFIF file for an RTP/JPEG frame (RFC 2435 Appendix B).
+
+    ``jpeg_type`` 0 is 4:2:2, 1 is 4:2:0 (the restart bit, 64, is ignored here: pass
+    ``restart_interval``).
+    """
+    dqt = b"\xff\xdb\x00\x84\x00" + qtables[:64] + b"\x01" + qtables[64:128]
+    luma = 0x22 if jpeg_type & 1 else 0x21
+    sof = b"\xff\xc0" + struct.pack("!HBHHB", 17, 8, height, width, 3) + bytes(
+        [1, luma, 0, 2, 0x11, 1, 3, 0x11, 1])
+    dri = b"\xff\xdd\x00\x04" + struct.pack("!H", restart_interval) if restart_interval else b""
+    sos = b"\xff\xda\x00\x0c\x03\x01\x00\x02\x11\x03\x11\x00\x3f\x00"
+    return _SOI + _JFIF_APP0 + dqt + sof + _DHT_SEGMENT + dri + sos

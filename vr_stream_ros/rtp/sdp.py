@@ -1,0 +1,55 @@
+"""SDP (RFC 8866) describing the stream, for FFmpeg, VLC or GStreamer's sdpdemux.
+
+    ffplay -protocol_whitelist file,udp,rtp -i stream.sdp
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Mapping
+
+
+def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "JPEG",
+             clock_rate: int = 90000, extmap: Mapping[int, str] | None = None,
+             session_name: str = "vr_stream_ros") -> str:
+    """An SDP for one RTP video stream sent to ``dest_ip:port`` (CRLF line ends).
+
+    ``extmap`` maps RTP header extension ids to URIs (``a=extmap`` lines; None: none).
+    Pass :data:`~vr_stream_ros.rtp.packet.FRAME_EXTMAP` to announce the two extensions our
+    sender puts on every packet; receivers that do not know an extension ignore it.
+    """
+    try:
+        address = ipaddress.IPv4Address(dest_ip)
+    except ValueError:
+        raise ValueError(f"SDP dest_ip: got {dest_ip!r}, expected an IPv4 address") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"SDP port: got {port}, expected 1..65535")
+    if not 0 <= payload_type <= 127:
+        raise ValueError(f"SDP payload_type: got {payload_type}, expected 0..127")
+    if not encoding or any(c in encoding for c in " /\r\n"):
+        raise ValueError(f"SDP encoding: got {encoding!r}, expected a name such as 'JPEG'")
+    if clock_rate <= 0:
+        raise ValueError(f"SDP clock_rate: got {clock_rate}, expected a positive rate in Hz")
+    if any(c in session_name for c in "\r\n") or not session_name:
+        raise ValueError(f"SDP session_name: got {session_name!r}, expected one non-empty line")
+    extmap = dict(extmap or {})
+    for ext_id, uri in extmap.items():
+        if not 1 <= ext_id <= 14 or not uri or any(c in uri for c in " \r\n"):
+            raise ValueError(f"SDP extmap: id {ext_id} -> {uri!r}; expected ids 1..14 "
+                             "(one-byte RTP header extensions) mapped to URIs")
+    # Multicast needs a TTL on the connection line (RFC 8866 5.7).
+    connection = f"{dest_ip}/16" if address.is_multicast else dest_ip
+    session_id = time.time_ns() // 1000
+    lines = [
+        "v=0",
+        f"o=- {session_id} 1 IN IP4 {dest_ip}",
+        f"s={session_name}",
+        f"c=IN IP4 {connection}",
+        "t=0 0",
+        f"m=video {port} RTP/AVP {payload_type}",
+        f"a=rtpmap:{payload_type} {encoding}/{clock_rate}",
+    ]
+    lines += [f"a=extmap:{ext_id} {uri}" for ext_id, uri in sorted(extmap.items())]
+    lines.append("a=recvonly")
+    return "\r\n".join(lines) + "\r\n"
