@@ -49,7 +49,7 @@ def test_720p60_stream_arrives_decoded_in_order(procs, ring_name, port, tmp_path
     for name in ("camera_node", "headset_bridge_node"):
         assert "Traceback" not in procs.output(name), procs.output(name)
     # The SDP the bridge wrote describes this transport (RFC 4571 over TCP).
-    sdp = (tmp_path / "stream.sdp").read_text().split("\r\n")
+    sdp = (tmp_path / "stream.sdp").read_text().splitlines()
     media = "TCP/RTP/AVP" if transport == "tcp" else "RTP/AVP"
     assert f"m=video {port} {media} 26" in sdp, sdp
     assert "a=rtcp-mux" in sdp
