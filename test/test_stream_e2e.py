@@ -48,6 +48,12 @@ def test_720p60_stream_arrives_decoded_in_order(procs, ring_name, port, tmp_path
     assert ratio >= 0.99, f"{transport}: {stamps['count']} of {produced} frames decoded"
     for name in ("camera_node", "headset_bridge_node"):
         assert "Traceback" not in procs.output(name), procs.output(name)
+    # The SDP the bridge wrote describes this transport (RFC 4571 over TCP).
+    sdp = (tmp_path / "stream.sdp").read_text().splitlines()
+    media = "TCP/RTP/AVP" if transport == "tcp" else "RTP/AVP"
+    assert f"m=video {port} {media} 26" in sdp, sdp
+    assert "a=rtcp-mux" in sdp
+    assert ("a=setup:passive" in sdp) == (transport == "tcp"), sdp
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

@@ -1,8 +1,8 @@
 """H.264 for the WebRTC path: libx264 through PyAV, tuned for latency (no rclpy).
 
 ultrafast + zerolatency, no B-frames, a keyframe every ``keyframe_interval`` frames
-and on request: every frame leaves the encoder as soon as it is encoded (DESIGN.md:
-x264's defaults hold ~41 frames). RGB/BGR -> I420 with OpenCV (0.35 ms for 720p here,
+and on request: every frame leaves the encoder as soon as it is encoded (x264's
+defaults hold ~41 frames). RGB/BGR -> I420 with OpenCV (0.35 ms for 720p here,
 against 1.5-2.4 ms in PyAV's own reformat).
 """
 
@@ -24,6 +24,9 @@ class H264Encoder:
                  keyframe_interval: int = 30, pixel_format: str = "rgb8") -> None:
         if width % 2 or height % 2:
             raise ValueError(f"H.264 needs even sizes, got {width}x{height}")
+        if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 1000:
+            raise ValueError(f"H.264 frame rate: got {fps!r}, expected the camera's frames "
+                             "per second (0 < fps <= 1000)")
         if pixel_format not in ("rgb8", "bgr8"):
             raise ValueError(f"pixel format {pixel_format!r}: expected rgb8 or bgr8")
         self.width, self.height = width, height
@@ -40,7 +43,10 @@ class H264Encoder:
         codec.profile = "Constrained Baseline"
         # vbv: a frame may not exceed ~1.5 frame periods of the bitrate (no bursts that
         # sit in the network queue); repeat headers so a new viewer decodes at a keyframe.
-        vbv_kbit = max(1, int(bitrate_bps / fps * 1.5 / 1000))
+        # ``fps`` must be the rate frames really come at (the ring's): at 30 fps with a
+        # 60 fps guess every frame would get half the bits the bitrate allows.
+        self.fps = float(fps)
+        self.vbv_kbit = vbv_kbit = max(1, int(bitrate_bps / fps * 1.5 / 1000))
         codec.options = {"preset": "ultrafast", "tune": "zerolatency",
                          "x264-params": f"vbv-maxrate={int(bitrate_bps / 1000)}:"
                                         f"vbv-bufsize={vbv_kbit}:repeat-headers=1:"

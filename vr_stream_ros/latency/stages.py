@@ -18,6 +18,7 @@ class StageSummary:
     max_ms: float
     mean_ms: float
     samples: int
+    min_ms: float = 0.0
 
 
 class StageWindow:
@@ -42,11 +43,11 @@ class StageWindow:
     def summary(self) -> StageSummary:
         """Percentiles of the samples in the window (zeros when empty)."""
         if self._n == 0:
-            return StageSummary(self.name, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+            return StageSummary(self.name, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
         data = self._buf[: self._n] / 1e6
         p50, p95, p99 = np.percentile(data, (50, 95, 99))
         return StageSummary(self.name, float(p50), float(p95), float(p99),
-                            float(data.max()), float(data.mean()), self._n)
+                            float(data.max()), float(data.mean()), self._n, float(data.min()))
 
 
 class PipelineStats:

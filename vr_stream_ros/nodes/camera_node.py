@@ -8,10 +8,7 @@ someone subscribes to them.
 
 from __future__ import annotations
 
-import threading
-
 import simplejpeg
-from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -20,25 +17,18 @@ from vr_stream_ros.camera import CameraConfig, CameraError, create_backend
 from vr_stream_ros.graph.node_params import CAMERA_PARAMS
 from vr_stream_ros.msg import FrameRef
 from vr_stream_ros.ring.frame_ring import FrameRingWriter, FrameSpec
-from vr_stream_ros.ros.params import declare_and_validate
-from vr_stream_ros.ros.process_status import ProcessStatus
-from vr_stream_ros.ros.realtime import setup_realtime
+from vr_stream_ros.ros.ring_node import RingNode
 from vr_stream_ros.ros.runner import run_node
-from vr_stream_ros.system.realtime import collect_garbage, set_thread_name
 
 NODE_NAME = "camera_node"
 
 
-class CameraNode(Node):
+class CameraNode(RingNode):
     """Owns the camera backend and the ring writer; runs capture on its own thread."""
 
     def __init__(self) -> None:
-        super().__init__(NODE_NAME)
-        p = declare_and_validate(self, CAMERA_PARAMS)
-        self.fatal_error: str | None = None
-        self.executor_kind = p["executor"]
-        self.rt_report = setup_realtime(self, p)  # before any thread of ours exists
-        self._manual_gc = p["gc_mode"] == "manual"
+        super().__init__(NODE_NAME, CAMERA_PARAMS)
+        p = self.p
         self._config = CameraConfig(
             backend=p["camera"], width=p["width"], height=p["height"], fps=p["fps"],
             pixel_format=p["pixel_format"], profile=p["profile"], device=p["device"],
@@ -50,7 +40,9 @@ class CameraNode(Node):
         self._backend.open()
         try:
             c = self._config
-            spec = FrameSpec(c.width, c.height, c.channels, c.pixel_format)
+            # The ring carries the rate, so consumers (the bridge's H.264 rate control)
+            # need not guess it.
+            spec = FrameSpec(c.width, c.height, c.channels, c.pixel_format, c.fps)
             self._ring = FrameRingWriter(p["ring_name"], spec, slots=p["ring_slots"])
         except Exception:
             self._backend.close()
@@ -64,23 +56,23 @@ class CameraNode(Node):
         self._compressed_pub = self.create_publisher(
             CompressedImage, "image_raw/compressed", qos_profile_sensor_data)
         self._info_pub = self.create_publisher(CameraInfo, "camera_info", QoSProfile(depth=1))
-        self._process_status = ProcessStatus(self)
         self.frames = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
-        self._thread.start()
+        self.start_worker("capture", self._capture_loop)
         self.get_logger().info(
             f"{self._backend.describe()} -> ring '{self._ring_name}' "
-            f"({p['ring_slots']} slots), frame refs on {self._frame_ref_pub.topic_name}")
+            f"({p['ring_slots']} slots), frame refs on {self._frame_ref_pub.topic_name}; "
+            f"{self._image_pub.topic_name} and {self._compressed_pub.topic_name} are best "
+            "effort (sensor-data QoS, depth 5): a RELIABLE subscriber gets nothing, "
+            f"subscribe with qos_profile_sensor_data; {self._info_pub.topic_name} is "
+            "reliable, depth 1")
 
     def _capture_loop(self) -> None:
-        set_thread_name("capture")
         ring, backend = self._ring, self._backend
         ref = FrameRef(ring_name=self._ring_name, width=self._config.width,
                        height=self._config.height, encoding=self._config.pixel_format)
         ref.header.frame_id = self._frame_id
         clock = self.get_clock()
-        while not self._stop.is_set():
+        while not self.stopping:
             loan = ring.loan()
             try:
                 capture_ns = backend.capture_into(loan.array, loan.seq)
@@ -94,8 +86,7 @@ class CameraNode(Node):
                 return
             write_ns = ring.publish(loan, capture_ns)
             self.frames += 1
-            if self._manual_gc:
-                collect_garbage()
+            self.between_frames()
             ref.header.stamp = clock.now().to_msg()
             ref.seq, ref.slot = loan.seq, loan.slot
             ref.capture_mono_ns, ref.ring_write_mono_ns = capture_ns, write_ns
@@ -125,9 +116,7 @@ class CameraNode(Node):
 
     def close(self) -> None:
         """Stop capture, release the camera, remove the ring segment."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
+        self.stop_worker(timeout=2.0)
         self._backend.close()
         self._ring.close()
 

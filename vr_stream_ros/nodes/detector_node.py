@@ -9,11 +9,9 @@ stamped with the frame's sequence number and capture time, and ``vision_detectio
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
-from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 
@@ -23,26 +21,20 @@ from vr_stream_ros.graph.node_params import DETECTOR_PARAMS, parse_classes
 from vr_stream_ros.graph.param_spec import ParameterError
 from vr_stream_ros.msg import Detection, DetectionArray
 from vr_stream_ros.ring.frame_ring import FrameRingReader
-from vr_stream_ros.ros.params import declare_and_validate
-from vr_stream_ros.ros.process_status import ProcessStatus
-from vr_stream_ros.ros.realtime import setup_realtime
+from vr_stream_ros.ring.newest import NewestFrames
+from vr_stream_ros.ros.ring_node import RingNode
 from vr_stream_ros.ros.runner import run_node
-from vr_stream_ros.system.realtime import set_thread_name
 
 NODE_NAME = "detector_node"
 LOG_PERIOD_S = 5.0
 
 
-class DetectorNode(Node):
+class DetectorNode(RingNode):
     """Owns the model and a ring reader; detects on its own thread."""
 
     def __init__(self) -> None:
-        super().__init__(NODE_NAME)
-        p = declare_and_validate(self, DETECTOR_PARAMS)
-        self.fatal_error: str | None = None
-        self.executor_kind = p["executor"]
-        self.rt_report = setup_realtime(self, p)
-        self._p = p
+        super().__init__(NODE_NAME, DETECTOR_PARAMS)
+        p = self._p = self.p
         config = DetectorConfig(model=p["model"], imgsz=p["imgsz"], conf=p["conf"],
                                 iou=p["iou"], classes=parse_classes(p["classes"]),
                                 max_det=p["max_det"], device=p["device"], threads=p["threads"])
@@ -55,11 +47,9 @@ class DetectorNode(Node):
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self._pub = self.create_publisher(DetectionArray, "detections", reliable)
         self._vision_pub, self._vision = self._vision_publisher(reliable)
-        self._process_status = ProcessStatus(self)
-        self.frames_done = self.frames_skipped = self.frames_torn = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._detect_loop, name="detect", daemon=True)
-        self._thread.start()
+        self._newest = NewestFrames(self._reader)
+        self.frames_done = 0
+        self.start_worker("detect", self._run)
         self.get_logger().info(
             f"{p['model']} on {self._detector.backend}, imgsz {p['imgsz']}, conf {p['conf']:g}"
             f", {p['threads']} thread(s); newest frame of ring '{p['ring_name']}' when free"
@@ -74,40 +64,35 @@ class DetectorNode(Node):
             return None, None
         return self.create_publisher(vision.Detection2DArray, "vision_detections", qos), vision
 
-    # -- detection thread --------------------------------------------------------------
-    def _detect_loop(self) -> None:
-        set_thread_name("detect")
-        try:
-            self._run()
-        except Exception as exc:  # a dead thread in a live-looking node is worse than exit
-            self.fatal_error = f"detection thread failed: {exc!r}"
+    @property
+    def frames_skipped(self) -> int:
+        """Frames published while the model was busy (it takes only the newest)."""
+        return self._newest.skipped
 
+    @property
+    def frames_torn(self) -> int:
+        """Frames overwritten by the camera before their copy out of the ring was done."""
+        return self._newest.torn
+
+    # -- detection thread --------------------------------------------------------------
     def _run(self) -> None:
-        reader, p = self._reader, self._p
+        p, newest = self._p, self._newest
         min_period = 1.0 / p["max_rate_hz"] if p["max_rate_hz"] > 0 else 0.0
-        last = reader.latest_seq()
         next_log = time.monotonic() + LOG_PERIOD_S
         inference: list[float] = []
-        while not self._stop.is_set():
+        while not self.stopping:
             started = time.monotonic()
-            seq = reader.wait_newer(last, timeout=0.25)
-            if seq is None:
-                continue
-            if 0 <= last < seq:
-                self.frames_skipped += seq - last - 1
-            last = seq
-            view = reader.read(seq)
+            view = newest.take(timeout=0.25)
             if view is None:
-                self.frames_torn += 1
                 continue
             frame = np.array(view.array)  # out of the ring before the slow part
-            if not reader.is_intact(view):
-                self.frames_torn += 1
+            if not newest.intact(view):
                 continue
             result = self._detector.detect(frame, rgb=self._rgb)
             self.frames_done += 1
             inference.append(result.inference_ms)
-            self._publish(seq, view.capture_ns, result.detections, result.inference_ms)
+            self._publish(view.seq, view.capture_ns, result.detections, result.inference_ms)
+            self.between_frames()
             if time.monotonic() >= next_log:
                 next_log += LOG_PERIOD_S
                 self.get_logger().info(
@@ -150,9 +135,7 @@ class DetectorNode(Node):
 
     def close(self) -> None:
         """Stop the thread and release the ring."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5.0)
+        self.stop_worker(timeout=5.0)
         self._reader.close()
 
 

@@ -9,7 +9,8 @@ Layout (little-endian, all counters int64 on 8-byte boundaries)::
     0     header page:  magic b"VRRING01", layout version, width, height, channels,
                         slots, pixel_format (16 B), slot stride, data offset,
                         writer pid + start time, closed flag, generation, latest seq,
-                        registry version, then 16 doorbell entries of 128 B
+                        registry version, nominal fps (float64, 0 = unknown), then 16
+                        doorbell entries of 128 B
     4096  slot table:   64 B per slot (own cache line): version, seq, capture_ns, publish_ns
     8192  pixels:       slot i at 8192 + i * stride, page aligned (stride = frame rounded
                         up to 4096 B), so a slot can also back a DMA or V4L2 buffer
@@ -89,6 +90,7 @@ _W_CLOSED = 80 // 8
 _W_GENERATION = 88 // 8
 _W_LATEST = 96 // 8
 _W_REGISTRY_VERSION = 104 // 8
+_FPS_OFFSET = 112           # float64: the writer's frame rate; 0.0 from writers before it
 _REGISTRY = 128             # byte offset of doorbell entry 0
 _ENTRY = 128                # bytes per entry: pid, start, token, pruned token, address
 _ADDRESS_OFFSET = 32
@@ -138,6 +140,8 @@ class FrameSpec:
     height: int
     channels: int = 3
     pixel_format: str = "rgb8"
+    fps: float = 0.0
+    """Frames per second the writer produces (the camera's rate); 0.0 = unknown."""
 
     def __post_init__(self) -> None:
         for name in ("width", "height", "channels"):
@@ -151,6 +155,10 @@ class FrameSpec:
                 and fmt.isprintable()):
             raise ValueError(f"FrameSpec.pixel_format: got {fmt!r}, expected 1-15 printable "
                              "ASCII characters (a sensor_msgs encoding such as 'rgb8')")
+        if (isinstance(self.fps, bool) or not isinstance(self.fps, int | float)
+                or not 0.0 <= self.fps <= 10_000.0):
+            raise ValueError(f"FrameSpec.fps: got {self.fps!r}, expected frames per second "
+                             "in 0..10000 (0 = unknown)")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -319,6 +327,7 @@ class FrameRingWriter:
         _LAYOUT.pack_into(seg.map, 0, MAGIC, LAYOUT_VERSION, spec.width, spec.height,
                           spec.channels, self.slots, 0, spec.pixel_format.encode(),
                           self._stride, DATA_OFFSET)
+        struct.pack_into("<d", seg.map, _FPS_OFFSET, float(spec.fps))
         w = seg.words
         w[_W_WRITER_PID] = os.getpid()
         w[_W_WRITER_START] = _start_time(os.getpid()) or 0
@@ -573,7 +582,9 @@ class FrameRingReader:
                 f"ring '{self.name}': {self._path} is not a frame ring of layout "
                 f"{LAYOUT_VERSION} (magic {magic!r}, layout {version}); is the camera_node "
                 "from another version of vr_stream_ros?")
-        spec = FrameSpec(w, h, c, fmt.rstrip(b"\0").decode("ascii"))
+        fps = struct.unpack_from("<d", seg.map, _FPS_OFFSET)[0]
+        fps = fps if math.isfinite(fps) and 0.0 <= fps <= 10_000.0 else 0.0
+        spec = FrameSpec(w, h, c, fmt.rstrip(b"\0").decode("ascii"), fps)
         want = self.expected
         if want is not None and (w, h, c) != (want.width, want.height, want.channels):
             raise RingShapeMismatch(

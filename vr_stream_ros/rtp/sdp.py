@@ -1,6 +1,11 @@
 """SDP (RFC 8866) describing the stream, for FFmpeg, VLC or GStreamer's sdpdemux.
 
     ffplay -protocol_whitelist file,udp,rtp -i stream.sdp
+
+The SDP is the receiver's view (``a=recvonly``). RTCP shares the RTP port
+(``a=rtcp-mux``, RFC 5761). Over TCP (RFC 4571) the media line says ``TCP/RTP/AVP``,
+and ``a=setup:passive`` / ``a=connection:new`` (RFC 4145) say that the receiver
+listens on that port and the sender (the bridge) connects to it.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from collections.abc import Mapping
 
 def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "JPEG",
              clock_rate: int = 90000, extmap: Mapping[int, str] | None = None,
-             session_name: str = "vr_stream_ros") -> str:
+             session_name: str = "vr_stream_ros", transport: str = "udp") -> str:
     """An SDP for one RTP video stream sent to ``dest_ip:port`` (CRLF line ends).
+
+    ``transport`` is 'udp' (RTP/AVP) or 'tcp' (TCP/RTP/AVP, RFC 4571 framing).
 
     ``extmap`` maps RTP header extension ids to URIs (``a=extmap`` lines; None: none).
     Pass :data:`~vr_stream_ros.rtp.packet.FRAME_EXTMAP` to announce the two extensions our
@@ -29,6 +36,8 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
         raise ValueError(f"SDP payload_type: got {payload_type}, expected 0..127")
     if not encoding or any(c in encoding for c in " /\r\n"):
         raise ValueError(f"SDP encoding: got {encoding!r}, expected a name such as 'JPEG'")
+    if transport not in ("udp", "tcp"):
+        raise ValueError(f"SDP transport: got {transport!r}, expected 'udp' or 'tcp'")
     if clock_rate <= 0:
         raise ValueError(f"SDP clock_rate: got {clock_rate}, expected a positive rate in Hz")
     if any(c in session_name for c in "\r\n") or not session_name:
@@ -38,8 +47,12 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
         if not 1 <= ext_id <= 14 or not uri or any(c in uri for c in " \r\n"):
             raise ValueError(f"SDP extmap: id {ext_id} -> {uri!r}; expected ids 1..14 "
                              "(one-byte RTP header extensions) mapped to URIs")
+    if transport == "tcp" and address.is_multicast:
+        raise ValueError(f"SDP dest_ip: {dest_ip} is multicast; RTP over TCP needs a unicast "
+                         "receiver")
     # Multicast needs a TTL on the connection line (RFC 8866 5.7).
     connection = f"{dest_ip}/16" if address.is_multicast else dest_ip
+    proto = "TCP/RTP/AVP" if transport == "tcp" else "RTP/AVP"
     session_id = time.time_ns() // 1000
     lines = [
         "v=0",
@@ -47,9 +60,12 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
         f"s={session_name}",
         f"c=IN IP4 {connection}",
         "t=0 0",
-        f"m=video {port} RTP/AVP {payload_type}",
+        f"m=video {port} {proto} {payload_type}",
         f"a=rtpmap:{payload_type} {encoding}/{clock_rate}",
+        "a=rtcp-mux",  # sender reports and receiver reports use the RTP port
     ]
+    if transport == "tcp":
+        lines += ["a=setup:passive", "a=connection:new"]
     lines += [f"a=extmap:{ext_id} {uri}" for ext_id, uri in sorted(extmap.items())]
     lines.append("a=recvonly")
     return "\r\n".join(lines) + "\r\n"
