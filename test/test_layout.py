@@ -19,7 +19,7 @@ ROS_ONLY = ("rclpy", "launch", "launch_ros", "sensor_msgs", "std_msgs", "diagnos
             "rcl_interfaces", "builtin_interfaces", "vision_msgs", "vr_stream_ros.msg",
             "vr_stream_ros.nodes", "vr_stream_ros.ros")
 SUBPACKAGES = {"bench", "camera", "codecs", "detection", "graph", "latency", "net", "nodes",
-               "ring", "ros", "rtp", "system", "tools", "webrtc"}
+               "ring", "ros", "rtp", "sinks", "system", "tools", "webrtc"}
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
