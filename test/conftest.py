@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["skip_policy"]  # under CI=true, unlisted skips fail (skip_policy.py)
+
 # One DDS domain per test session, so parallel runs and stray nodes do not cross-talk.
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import sys
 import time
 
 import cv2
@@ -92,3 +93,179 @@ def test_picamera2_without_libcamera_says_how_to_get_it() -> None:
         pass
     with pytest.raises(CameraError, match="apt install python3-picamera2"):
         create_backend(CameraConfig(backend="picamera2")).open()
+
+
+# --- picamera2 backend against a fake picamera2 (the Pi camera cannot exist here) ---------
+# The fake implements the calls the backend makes, with the signatures of picamera2's own
+# code (raspberrypi/picamera2, picamera2/picamera2.py and request.py, checked at 3e6dff0)
+# and "The Picamera2 Library" manual: 4.2 "Configurations" (create_video_configuration,
+# buffer_count, queue, controls), 6.1 "Capturing requests" (capture_request, release,
+# get_metadata and its SensorTimestamp), 6.4 "MappedArray", Appendix C (NoiseReductionMode).
+# picamera2's MappedArray of an "RGB888" stream has the row stride's padding on the right.
+STRIDE_PAD = 32
+
+
+class FakeRequest:
+    """CompletedRequest: one buffer until release(), then it is the camera's again."""
+
+    def __init__(self, camera: FakePicamera2, image: np.ndarray, metadata: dict) -> None:
+        self.camera, self.image, self.metadata, self.released = camera, image, metadata, False
+
+    def get_metadata(self) -> dict:
+        return dict(self.metadata)
+
+    def release(self) -> None:
+        assert not self.released, "a request released twice"
+        self.released = True
+        self.camera.outstanding -= 1
+
+
+class FakeMappedArray:
+    """picamera2.MappedArray(request, stream, reshape=True, write=True), a context manager."""
+
+    def __init__(self, request: FakeRequest, stream: str, reshape: bool = True,
+                 write: bool = True) -> None:
+        assert stream == "main" and not request.released, "mapping a released request"
+        self.request = request
+
+    def __enter__(self) -> FakeMappedArray:
+        self.array = self.request.image
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.array
+
+
+class FakePicamera2:
+    """The Picamera2 calls the backend makes; one IMX708 (Camera Module 3) attached."""
+
+    instances: list[FakePicamera2] = []
+    # IMX708 sensor modes (size, fps) as picamera2 lists them on a Pi 5.
+    MODES = [{"size": (1536, 864), "fps": 120.13}, {"size": (2304, 1296), "fps": 56.03},
+             {"size": (4608, 2592), "fps": 14.35}]
+    sensor_offset_ns = 3_000_000  # the sensor stamped each frame 3 ms before it was handed out
+
+    @staticmethod
+    def global_camera_info() -> list[dict]:
+        return [{"Model": "imx708", "Location": 2, "Rotation": 180, "Id": "/base/imx708",
+                 "Num": 0}]
+
+    def __init__(self, camera_num: int = 0, verbose_console=None, tuning=None,
+                 allocator=None) -> None:
+        self.camera_num, self.calls, self.outstanding, self.frames = camera_num, [], 0, 0
+        self.config: dict | None = None
+        self.timestamps = True
+        FakePicamera2.instances.append(self)
+
+    @property
+    def sensor_modes(self) -> list[dict]:
+        return self.MODES
+
+    def create_video_configuration(self, main={}, lores=None, raw={}, transform=None,  # noqa: B006
+                                   colour_space=None, buffer_count=6, controls={},  # noqa: B006
+                                   display="main", encode="main", queue=True, sensor={},  # noqa: B006
+                                   use_case="video") -> dict:
+        return {"use_case": use_case, "main": dict(main), "buffer_count": buffer_count,
+                "queue": queue, "controls": dict(controls)}
+
+    def configure(self, camera_config=None) -> None:
+        self.calls.append("configure")
+        self.config = camera_config
+
+    def start(self, config=None, show_preview=False) -> None:
+        assert self.config is not None, "start before configure"
+        self.calls.append("start")
+
+    def capture_request(self, wait=None, signal_function=None, flush=None) -> FakeRequest:
+        assert "start" in self.calls and "stop" not in self.calls
+        # A real camera stalls once every buffer is held: make the leak visible instead.
+        assert self.outstanding < self.config["buffer_count"], "every buffer held: no release"
+        self.outstanding += 1
+        width, height = self.config["main"]["size"]
+        image = np.empty((height, width + STRIDE_PAD, 3), np.uint8)
+        image[:] = self.frames % 251
+        image[:, width:] = 255  # stride padding: must not reach the frame
+        image[0, 0] = (1, 2, 3)  # B, G, R in memory for "RGB888"
+        self.frames += 1
+        boottime = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self.sensor_offset_ns
+        metadata = {"SensorTimestamp": boottime, "FrameDuration": 16667} if self.timestamps \
+            else {"FrameDuration": 16667}
+        return FakeRequest(self, image, metadata)
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+@pytest.fixture
+def fake_picamera2(monkeypatch):
+    """picamera2 and libcamera.controls as modules, where the backend imports them from."""
+    import types
+    picamera2 = types.ModuleType("picamera2")
+    picamera2.Picamera2, picamera2.MappedArray = FakePicamera2, FakeMappedArray
+    libcamera = types.ModuleType("libcamera")
+    libcamera.controls = types.SimpleNamespace(draft=types.SimpleNamespace(
+        NoiseReductionModeEnum=types.SimpleNamespace(Off=0, Fast=1, HighQuality=2)))
+    monkeypatch.setitem(sys.modules, "picamera2", picamera2)
+    monkeypatch.setitem(sys.modules, "libcamera", libcamera)
+    FakePicamera2.instances = []
+    return FakePicamera2
+
+
+def test_picamera2_frames_are_copied_without_stride_padding_and_released(fake_picamera2):
+    config = CameraConfig(backend="picamera2", width=1280, height=720, fps=60.0,
+                          pixel_format="bgr8", profile="ultra_low")
+    with create_backend(config) as camera:
+        (cam,) = fake_picamera2.instances
+        assert cam.config["main"] == {"size": (1280, 720), "format": "RGB888"}  # B,G,R bytes
+        out = np.zeros((720, 1280, 3), np.uint8)
+        for n in range(10):  # more than buffer_count (2): each request must be released
+            camera.capture_into(out, n)
+            assert tuple(out[0, 0]) == (1, 2, 3) and int(out[1:, :].max()) == n % 251, n
+        assert cam.outstanding == 0
+    assert cam.calls == ["configure", "start", "stop", "close"]
+
+
+def test_picamera2_sensor_timestamp_becomes_monotonic_capture_time(fake_picamera2):
+    with create_backend(CameraConfig(backend="picamera2", width=640, height=480,
+                                     fps=30.0)) as camera:
+        out = np.empty((480, 640, 3), np.uint8)
+        before = time.monotonic_ns()
+        capture = camera.capture_into(out, 0)
+        after = time.monotonic_ns()
+        # SensorTimestamp is CLOCK_BOOTTIME: in MONOTONIC it is 3 ms before the handover.
+        offset = fake_picamera2.sensor_offset_ns
+        assert before - offset - 1_000_000 <= capture <= after - offset + 1_000_000
+        fake_picamera2.instances[0].timestamps = False  # no SensorTimestamp: now, not None
+        before = time.monotonic_ns()
+        assert before <= camera.capture_into(out, 1) <= time.monotonic_ns()
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_picamera2_profile_sets_buffers_and_controls(fake_picamera2, profile):
+    config = CameraConfig(backend="picamera2", width=1280, height=720, fps=50.0,
+                          profile=profile)
+    with create_backend(config):
+        configured = fake_picamera2.instances[0].config
+    p = PROFILES[profile]
+    assert configured["buffer_count"] == p.buffer_count
+    assert configured["queue"] is False  # never a frame that waited before it was asked for
+    assert configured["main"]["format"] == "BGR888"  # rgb8: R,G,B bytes
+    controls = configured["controls"]
+    assert controls["FrameDurationLimits"] == (20000, 20000)
+    assert controls.get("ExposureTime") == (p.exposure_us or None)
+    assert controls.get("AnalogueGain") == (p.analogue_gain or None)
+    assert ("NoiseReductionMode" in controls) == (not p.denoise)
+
+
+def test_picamera2_refuses_what_the_sensor_cannot_do_and_closes_it(fake_picamera2):
+    too_fast = CameraConfig(backend="picamera2", width=1920, height=1080, fps=120.0)
+    with pytest.raises(CameraError, match=r"parameter 'fps': .* at most 56\.03 fps"):
+        create_backend(too_fast).open()
+    assert fake_picamera2.instances[-1].calls == ["close"]
+    with pytest.raises(CameraError, match="parameter 'camera_index': camera 1 not found"):
+        create_backend(CameraConfig(backend="picamera2", camera_index=1)).open()
+    with pytest.raises(CameraError, match="larger than every sensor mode"):
+        create_backend(CameraConfig(backend="picamera2", width=8000, height=6000)).open()

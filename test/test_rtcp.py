@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import struct
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,13 +16,17 @@ from vr_stream_ros.net.senders import UdpRtpSender
 from vr_stream_ros.rtp.feedback import HeadsetFeedback
 from vr_stream_ros.rtp.packet import ns_to_uq32_32
 from vr_stream_ros.rtp.rtcp import (
+    DetectionsMeta,
     FrameStamps,
     ReportBlock,
+    RtcpError,
+    detections_app,
     estimate_clock,
     frame_stamps_app,
     is_rtcp,
     middle32,
     parse_compound,
+    read_compound,
     receiver_reference_time,
     receiver_report,
     sender_report,
@@ -76,30 +83,68 @@ def test_feedback_converts_headset_stamps_to_our_clock() -> None:
 
 
 _VALID = [_report(1_000_000_000, 3_000_000, 2_000_000_000, [FrameStamps(1, 2, 3, 4)] * 3),
-          sender_report(SSRC, 5, 6, 7, 8)]
+          sender_report(SSRC, 5, 6, 7, 8),
+          detections_app(SSRC, DetectionsMeta(4, 6, [(1.0, 2.0, 3.0, 4.0, "cup", 0.5)] * 2))]
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=7) | st.dictionaries(
+        st.sampled_from(["frame", "sent_with", "boxes", "x"]), children, max_size=4),
+    max_leaves=20)
+
+
+def _vrdt(value: object) -> bytes:
+    """An APP VRDT packet carrying ``value`` as JSON (any shape, padded to 4 bytes)."""
+    text = json.dumps(value).encode()
+    body = struct.pack("!I4s", SSRC, b"VRDT") + text + b" " * (-len(text) % 4)
+    return struct.pack("!BBH", 0x80, 204, len(body) // 4) + body
+
+
+# Random bytes; valid compounds with one byte changed or cut short.
+_MUTATED = st.one_of(
+    st.binary(max_size=120),
+    st.tuples(st.sampled_from(_VALID), st.integers(0, 400), st.integers(0, 255)).map(
+        lambda t: t[0][: t[1] % len(t[0])] + bytes([t[2]]) + t[0][t[1] % len(t[0]) + 1:]),
+    st.tuples(st.sampled_from(_VALID), st.integers(0, 400)).map(lambda t: t[0][: t[1]]),
+)
+_PACKETS = _MUTATED | _JSON.map(_vrdt)  # and VRDT packets with JSON of any shape
+
+
+@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_PACKETS)
+def test_read_compound_parses_or_raises_rtcp_error_only(packet: bytes) -> None:
+    """Arbitrary bytes parse, or raise RtcpError naming the fault: any other exception
+    (struct.error, KeyError, TypeError...) escapes and fails this test."""
+    try:
+        compound = read_compound(packet)
+    except RtcpError as exc:
+        assert str(exc), "RtcpError must say what was wrong"
+        assert parse_compound(packet).malformed == str(exc)
+        return
+    assert compound.malformed == "" and parse_compound(packet) == compound
 
 
 @settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(
-    st.binary(max_size=120),
-    st.tuples(st.sampled_from(_VALID), st.integers(0, 400), st.integers(0, 255)),
-    st.tuples(st.sampled_from(_VALID), st.integers(0, 400)),
-), min_size=10, max_size=20))
+@given(st.lists(_MUTATED, min_size=10, max_size=20))
 def test_report_parser_never_raises(items) -> None:
     """At least 100k random, bit-flipped and truncated packets (10-20 per example)."""
     fb = HeadsetFeedback(SSRC)
     fb.sender_report_sent(1_000_000_000)
     for item in items:
-        if isinstance(item, tuple) and len(item) == 3:
-            packet, pos, value = item
-            mutated = bytearray(packet)
-            mutated[pos % len(mutated)] = value
-            item = bytes(mutated)
-        elif isinstance(item, tuple):
-            item = item[0][: item[1]]
-        parse_compound(item)
         fb.on_packet(item, 2_000_000_000)
     assert fb.reports + fb.malformed == len(items)
+
+
+@pytest.mark.parametrize(("packet", "what"), [
+    (b"\x80\xc8", "shorter than a header"),
+    (struct.pack("!BBHI", 0x80, 200, 1, SSRC), "RTCP SR: body of 4 bytes, shorter than its 24"),
+    (_vrdt([1, 2]), '"frame": int'),
+    (_vrdt({"frame": 1, "sent_with": 2, "boxes": [[1, 2, 3, 4, "cup"]]}), "box [1, 2, 3, 4, "),
+    (_vrdt({"frame": 1, "sent_with": 2, "boxes": [[1, 2, 3, 10**400, "cup", 1]]}), "box"),
+    (_vrdt({"frame": "1", "sent_with": 2, "boxes": []}), '"frame": int'),
+])
+def test_rtcp_error_names_what_was_expected(packet: bytes, what: str) -> None:
+    with pytest.raises(RtcpError, match=re.escape(what)):
+        read_compound(packet)
 
 
 def test_bridge_socket_accepts_reports_only_from_the_headset() -> None:
@@ -119,7 +164,6 @@ def test_bridge_socket_accepts_reports_only_from_the_headset() -> None:
 
 
 def test_detections_app_round_trip():
-    from vr_stream_ros.rtp.rtcp import DetectionsMeta, detections_app, parse_compound
     meta = DetectionsMeta(41, 44, [(10.0, 20.0, 30.0, 40.0, "person", 0.9)])
     packet = detections_app(0x1234, meta)
     assert len(packet) % 4 == 0

@@ -6,7 +6,7 @@ import random
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vr_stream_ros.rtp.packet import (
@@ -96,6 +96,29 @@ def test_parser_skips_padding_csrcs_and_stops_at_id_15() -> None:
 def test_bad_packets_are_refused_with_the_reason(packet: bytes, what: str) -> None:
     with pytest.raises(RtpError, match=what):
         parse_packet(packet).extensions  # noqa: B018 (elements are parsed on demand)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=80),
+    # A version-2 first byte (CSRC count, padding, extension bits random) before random bytes.
+    st.tuples(st.integers(0x80, 0xBF), st.binary(max_size=80)).map(
+        lambda t: bytes([t[0]]) + t[1]),
+    # A fixed header with the extension bit and a one-byte-profile block of random elements.
+    st.tuples(st.integers(0, 4), st.binary(max_size=24)).map(
+        lambda t: struct.pack("!BBHIIHH", 0x90, 26, 0, 0, 0, 0xBEDE, t[0]) + t[1]),
+))
+def test_parse_packet_parses_or_raises_rtp_error_only(datagram: bytes) -> None:
+    """Arbitrary bytes parse (header and extension elements), or raise RtpError naming the
+    fault: any other exception (struct.error, IndexError...) escapes and fails this test."""
+    try:
+        rtp = parse_packet(datagram)
+        elements = rtp.extensions
+    except RtpError as exc:
+        assert str(exc), "RtpError must say what was wrong"
+        return
+    assert 0 <= rtp.payload_type <= 127 and len(rtp.payload) <= len(datagram) - 12
+    assert all(1 <= k <= 14 and 1 <= len(v) <= 16 for k, v in elements.items())
 
 
 def test_pack_refuses_what_the_one_byte_form_cannot_carry() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import struct
 
 import cv2
@@ -17,8 +18,10 @@ from vr_stream_ros.rtp.jpeg import (
     JpegDepacketizer,
     JpegFormatError,
     JpegPacketizer,
+    MalformedPacket,
     jpeg_headers,
     parse_jpeg,
+    parse_jpeg_packet,
     standard_qtables,
 )
 from vr_stream_ros.rtp.packet import pack_header, parse_packet
@@ -228,38 +231,82 @@ def test_a_bytearray_packet_is_copied_not_aliased() -> None:
 
 
 _VALID = JpegPacketizer(ssrc=9, mtu=600).packetize(_frame_jpeg(3, w=320, h=240), 77, 1, 3)
+_VALID_RESTART = JpegPacketizer(ssrc=9, mtu=600).packetize(
+    cv2.imencode(".jpg", PatternGenerator(320, 240).render(4, 0),
+                 [cv2.IMWRITE_JPEG_RST_INTERVAL, 2])[1].tobytes(), 80, 1, 4)
+
+
+def _rtp_jpeg_header(tail: bytes) -> bytes:
+    """An RTP header of our payload type followed by ``tail`` (RFC 2435 header and data)."""
+    return pack_header(26, True, 1, 1, 1) + tail
+
+
+# Random bytes; valid packets with one byte changed, cut short, or both; a valid RTP
+# header before random RFC 2435 headers (types 64/65 and Q >= 128 with short payloads).
+_DATAGRAMS = st.one_of(
+    st.binary(max_size=64),
+    st.tuples(st.sampled_from(_VALID + _VALID_RESTART), st.integers(0, 700),
+              st.integers(0, 255), st.integers(0, 700)).map(
+        lambda t: (bytes(t[0][:t[1] % len(t[0])]) + bytes([t[2]]) + t[0][t[1] % len(t[0]) + 1:])
+        [: t[3]]),
+    st.tuples(st.sampled_from(_VALID + _VALID_RESTART), st.integers(0, 700)).map(
+        lambda t: t[0][: t[1]]),
+    st.binary(max_size=300).map(_rtp_jpeg_header),
+    st.tuples(st.sampled_from([0, 1, 64, 65]), st.integers(1, 255), st.binary(max_size=140))
+    .map(lambda t: _rtp_jpeg_header(bytes([0, 0, 0, 0, t[0], t[1], 40, 30]) + t[2])),
+)
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(
-    st.binary(max_size=64),
-    st.tuples(st.sampled_from(_VALID), st.integers(0, 700), st.integers(0, 255)),
-    st.tuples(st.sampled_from(_VALID), st.integers(0, 700)),
-), min_size=1, max_size=30))
+@given(_DATAGRAMS)
+def test_packet_parser_parses_or_raises_malformed_packet_only(datagram: bytes) -> None:
+    """Arbitrary bytes parse, or raise MalformedPacket naming the fault: any other
+    exception (KeyError, struct.error, IndexError...) escapes and fails this test."""
+    try:
+        fragment = parse_jpeg_packet(datagram)
+    except MalformedPacket as exc:
+        assert str(exc), "MalformedPacket must say what was wrong"
+        return
+    assert fragment.jpeg_type & 63 in (0, 1) and fragment.q > 0
+    assert fragment.width > 0 and fragment.height > 0
+    assert fragment.qtables is None or len(fragment.qtables) == 128
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_DATAGRAMS, min_size=1, max_size=30))
 def test_depacketizer_never_raises_on_random_or_mutated_packets(items) -> None:
+    """push catches MalformedPacket only: a bug in reassembly raises here."""
     depacketizer = JpegDepacketizer()
     for item in items:
-        if isinstance(item, tuple) and len(item) == 3:  # a valid packet with one byte changed
-            packet, pos, value = item
-            packet = bytearray(packet)
-            packet[pos % len(packet)] = value
-            item = bytes(packet)
-        elif isinstance(item, tuple):  # a valid packet cut short
-            item = item[0][: item[1]]
         for frame in depacketizer.push(item, 0):
             assert isinstance(frame.jpeg, bytes)
     d = depacketizer
     assert d.packets + d.malformed == len(items)
 
 
-def test_depacketizer_counts_non_rtp_as_malformed() -> None:
+@pytest.mark.parametrize(("datagram", "what"), [
+    (b"\x00" * 5, "shorter than the 12-byte header"),
+    (struct.pack("!BBHII", 0x80, 96, 1, 1, 1) + b"x" * 20, "payload type 96, expected 26"),
+    (_rtp_jpeg_header(b"\x00" * 4), "payload of 4 bytes, shorter than the 8-byte"),
+    (_rtp_jpeg_header(bytes([0, 0, 0, 0, 7, 255, 40, 30])), "type 7, Q 255"),
+    (_rtp_jpeg_header(bytes([0, 0, 0, 0, 65, 90, 40, 30, 0, 4])), "4-byte restart marker"),
+    (_rtp_jpeg_header(bytes([0, 0, 0, 0, 1, 255, 40, 30, 0, 0])), "quantisation table header"),
+    (_rtp_jpeg_header(bytes([0, 0, 0, 0, 1, 255, 40, 30, 0, 0, 0, 128]) + bytes(60)),
+     "128 bytes; expected 8-bit tables of 64 bytes within the payload"),
+    (_rtp_jpeg_header(bytes([0, 0, 0, 0, 1, 255, 40, 30, 0, 1, 0, 64]) + bytes(64)),
+     "precision 1"),
+])
+def test_malformed_packet_names_what_was_expected(datagram: bytes, what: str) -> None:
+    with pytest.raises(MalformedPacket, match=re.escape(what)):
+        parse_jpeg_packet(datagram)
     depacketizer = JpegDepacketizer()
-    assert depacketizer.push(b"\x00" * 5, 0) == []
-    assert depacketizer.push(struct.pack("!BBHII", 0x80, 96, 1, 1, 1) + b"x" * 20, 0) == []
-    assert depacketizer.push(pack_header(26, True, 1, 1, 1) + b"\x00" * 4, 0) == []
-    bad_type = pack_header(26, True, 2, 1, 1) + bytes([0, 0, 0, 0, 7, 255, 40, 30])
-    assert depacketizer.push(bad_type, 0) == []
-    assert depacketizer.malformed == 4 and depacketizer.packets == 0
+    assert depacketizer.push(datagram, 0) == [] and depacketizer.malformed == 1
+
+
+def test_depacketizer_lets_programming_errors_through() -> None:
+    """Only MalformedPacket is counted: a wrong argument type is the caller's bug."""
+    with pytest.raises(TypeError):
+        JpegDepacketizer().push("not a buffer", 0)  # type: ignore[arg-type]
 
 
 def test_a_frame_of_endless_overlapping_fragments_is_given_up() -> None:

@@ -11,10 +11,11 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, wait_for
+from conftest import free_port, needs_ros, wait_for
 
 from vr_stream_ros.net.senders import TcpRtpSender, UdpRtpSender, open_sender
-from vr_stream_ros.rtp.packet import Rfc4571Decoder, frame_rfc4571, pack_header
+from vr_stream_ros.rtp.packet import Rfc4571Decoder, frame_rfc4571, pack_header, parse_packet
+from vr_stream_ros.rtp.rtcp import is_rtcp
 
 SO_TIMESTAMPNS = 35  # Linux <asm-generic/socket.h>; the socket module does not export it
 
@@ -123,6 +124,53 @@ def test_pacing_spreads_a_frame_compared_with_a_burst() -> None:
         listener.close()
     print(f"arrival spread: burst {spreads[0.0] / 1e3:.0f} us, paced {spreads[100e6] / 1e3:.0f} us")
     assert spreads[100e6] > 3 * spreads[0.0]
+
+
+def _frames_at(listener: socket.socket, seconds: float) -> dict[int, list[tuple[int, int]]]:
+    """RTP datagrams received for ``seconds``: RTP timestamp -> [(arrival ns, size)]."""
+    frames: dict[int, list[tuple[int, int]]] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            (data, arrival), = _recv_all(listener, 1)
+        except TimeoutError:
+            continue
+        if is_rtcp(data):  # the bridge's sender reports share the port (rtcp-mux)
+            continue
+        frames.setdefault(parse_packet(data).timestamp, []).append((arrival, len(data)))
+    return frames
+
+
+@needs_ros
+@pytest.mark.slow
+def test_bridge_paces_each_frame_at_max_rate_mbps_after_burst_kib(procs, ring_name,
+                                                                  tmp_path) -> None:
+    """The bridge's pacing parameters, seen at a real receiving socket: after burst_kib the
+    rest of each frame arrives at about max_rate_mbps (loose bounds: a loaded host is
+    slower, never faster), where an unpaced frame arrives as one burst."""
+    rate_mbps, burst_kib = 8.0, 2  # the pattern encodes to ~30 KB: ~25 ms per frame
+    listener, port = _udp_listener()
+    assert wait_for(lambda: _stamps_are_taken_on_arrival(listener, port), 5)
+    procs.node("camera_node", f"ring_name:={ring_name}", "fps:=10", "width:=1280",
+               "height:=720")
+    procs.node("headset_bridge_node", f"ring_name:={ring_name}", f"headset_port:={port}",
+               f"max_rate_mbps:={rate_mbps}", f"burst_kib:={burst_kib}",
+               f"sdp_path:={tmp_path / 's.sdp'}")
+    assert wait_for(lambda: _frames_at(listener, 0.5), 30), procs.output("headset_bridge_node")
+    frames = _frames_at(listener, 4.0)
+    listener.close()
+    burst = burst_kib * 1024
+    rates = []
+    for packets in list(frames.values())[1:-1]:  # the first and last may be cut by the window
+        size = sum(n for _, n in packets)
+        spread = packets[-1][0] - packets[0][0]
+        assert size > 3 * burst, f"a {size}-byte frame is too small to show pacing"
+        rates.append((size - burst) * 8 / (spread / 1e9) / 1e6)
+    assert len(rates) >= 10, f"only {len(rates)} whole frames: {procs.output('camera_node')}"
+    median = sorted(rates)[len(rates) // 2]
+    print(f"paced at {rate_mbps} Mbit/s after {burst_kib} KiB: frames of "
+          f"{size / 1024:.0f} KiB arrive at {median:.1f} Mbit/s (median of {len(rates)})")
+    assert 0.4 * rate_mbps <= median <= 1.25 * rate_mbps, sorted(rates)
 
 
 def test_gso_is_not_used_while_pacing() -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from vr_stream_ros.rtp.packet import (
     RTP_HEADER_SIZE,
     RtpError,
+    RtpPacket,
     frame_extensions,
     parse_packet,
     read_frame_extensions,
@@ -324,8 +325,81 @@ class _Pending:
         return covered == self.total
 
 
+class MalformedPacket(RtpError):
+    """A datagram that is not a well-formed RTP/JPEG packet (the message says which part)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JpegFragment:
+    """One parsed RTP/JPEG datagram: its RTP header, RFC 2435 headers and scan bytes."""
+
+    rtp: RtpPacket
+    offset: int  # of ``data`` in the frame's scan
+    jpeg_type: int  # RFC 2435 type: 0/1, +64 with restart markers
+    q: int
+    width: int
+    height: int
+    restart_interval: int
+    q_header: bool  # a quantisation table header was present (first fragment, Q >= 128)
+    qtables: bytes | None  # 128 bytes (luma, chroma) when in-band, else None
+    data: memoryview  # scan bytes, a view into the datagram
+
+
+def parse_jpeg_packet(packet: bytes | memoryview,
+                      payload_type: int = JPEG_PAYLOAD_TYPE) -> JpegFragment:
+    """Parse one RTP/JPEG datagram; :class:`MalformedPacket` names what is wrong.
+
+    Every malformed input raises MalformedPacket and nothing else: anything other
+    escaping from here is a bug (the fuzz test in test_rtp_jpeg.py holds it to that).
+    """
+    try:
+        rtp = parse_packet(packet)
+    except RtpError as exc:
+        raise MalformedPacket(str(exc)) from None
+    what = f"RTP/JPEG packet seq {rtp.sequence}"
+    if rtp.payload_type != payload_type:
+        raise MalformedPacket(f"{what}: payload type {rtp.payload_type}, expected "
+                              f"{payload_type}")
+    payload = rtp.payload
+    if len(payload) < _MAIN_SIZE:
+        raise MalformedPacket(f"{what}: payload of {len(payload)} bytes, shorter than the "
+                              f"{_MAIN_SIZE}-byte RFC 2435 header")
+    _spec, off_hi, off_lo, jtype, q, w8, h8 = _MAIN.unpack_from(payload, 0)
+    offset = (off_hi << 16) | off_lo
+    if jtype & 63 > 1 or jtype > 127 or w8 == 0 or h8 == 0 or q == 0:
+        raise MalformedPacket(f"{what}: type {jtype}, Q {q}, {w8 * 8}x{h8 * 8}; expected "
+                              "type 0/1 (+64), Q 1..255 and a non-zero size")
+    pos = _MAIN_SIZE
+    restart_interval = 0
+    if jtype >= 64:
+        if len(payload) < pos + _RESTART.size:
+            raise MalformedPacket(f"{what}: type {jtype} needs a 4-byte restart marker "
+                                  f"header, the payload has {len(payload)} bytes")
+        restart_interval = _RESTART.unpack_from(payload, pos)[0]
+        pos += _RESTART.size
+    qtables = None
+    q_header = q >= 128 and offset == 0
+    if q_header:
+        if len(payload) < pos + _QHEADER.size:
+            raise MalformedPacket(f"{what}: Q {q} at offset 0 needs a 4-byte quantisation "
+                                  f"table header, the payload has {len(payload)} bytes")
+        _mbz, precision, length = _QHEADER.unpack_from(payload, pos)
+        pos += _QHEADER.size
+        if length:
+            if precision != 0 or length % 64 or len(payload) < pos + length:
+                raise MalformedPacket(f"{what}: quantisation tables of precision {precision}"
+                                      f", {length} bytes; expected 8-bit tables of 64 bytes "
+                                      f"within the payload ({len(payload) - pos} left)")
+            # One table (FFmpeg's encoder shares it) serves luma and chroma alike.
+            qtables = bytes(payload[pos: pos + 128]) if length >= 128 else \
+                bytes(payload[pos: pos + 64]) * 2
+            pos += length
+    return JpegFragment(rtp, offset, jtype, q, w8 * 8, h8 * 8, restart_interval, q_header,
+                        qtables, payload[pos:])
+
+
 class JpegDepacketizer:
-    """Reassembles RTP/JPEG frames; never raises on bad input (it counts it).
+    """Reassembles RTP/JPEG frames; a malformed datagram is counted, not raised.
 
     A frame is given up (``frames_incomplete``) when a later frame completes first, or
     when more than ``MAX_PENDING`` frames are in flight. Counters: ``frames_complete``,
@@ -368,14 +442,16 @@ class JpegDepacketizer:
     def push(self, packet: bytes, arrival_ns: int) -> list[ReceivedFrame]:
         """Feed one datagram received at ``arrival_ns``; return the frames it completed.
 
-        A ``bytes`` packet is kept by reference until its frame completes (no copy);
-        any other buffer is copied.
+        A malformed datagram (:class:`MalformedPacket`) is counted in ``malformed`` and
+        dropped; nothing else is caught. A ``bytes`` packet is kept by reference until its
+        frame completes (no copy); any other buffer is copied.
         """
         try:
-            return self._push(packet, arrival_ns)
-        except (RtpError, struct.error, IndexError, KeyError, ValueError, TypeError):
+            fragment = parse_jpeg_packet(packet, self.payload_type)
+        except MalformedPacket:
             self.malformed += 1
             return []
+        return self._add(fragment, type(packet) is bytes, arrival_ns)
 
     def flush(self) -> int:
         """Give up every frame still pending (end of stream); return how many."""
@@ -409,38 +485,14 @@ class JpegDepacketizer:
             self.jitter += (d - self.jitter) / 16
         self._last_transit = transit
 
-    def _push(self, packet: bytes, arrival_ns: int) -> list[ReceivedFrame]:
-        rtp = parse_packet(packet)
-        if rtp.payload_type != self.payload_type:
-            raise RtpError(f"payload type {rtp.payload_type}, expected {self.payload_type}")
-        payload = rtp.payload
-        if len(payload) < _MAIN_SIZE:
-            raise RtpError("RTP/JPEG payload shorter than its 8-byte header")
-        _spec, off_hi, off_lo, jtype, q, w8, h8 = _MAIN.unpack_from(payload, 0)
-        offset = (off_hi << 16) | off_lo
-        if jtype & 63 > 1 or jtype > 127 or w8 == 0 or h8 == 0 or q == 0:
-            raise RtpError(f"RTP/JPEG header: type {jtype}, Q {q}, {w8 * 8}x{h8 * 8} unsupported")
-        pos = _MAIN_SIZE
-        restart_interval = 0
-        if jtype >= 64:
-            restart_interval = _RESTART.unpack_from(payload, pos)[0]
-            pos += 4
-        qtables = None
-        if q >= 128 and offset == 0:
-            _mbz, precision, length = _QHEADER.unpack_from(payload, pos)
-            pos += 4
-            if length:
-                if precision != 0 or length % 64 or len(payload) < pos + length:
-                    raise RtpError(f"RTP/JPEG quantisation table header: precision {precision}"
-                                   f", {length} bytes; expected 8-bit tables of 64 bytes")
-                # One table (FFmpeg's encoder shares it) serves luma and chroma alike.
-                qtables = bytes(payload[pos: pos + 128]) if length >= 128 else \
-                    bytes(payload[pos: pos + 64]) * 2
-                pos += length
-                if q < 255:
-                    self._q_cache[q] = qtables
-            else:
-                qtables = self._q_cache.get(q)
+    def _add(self, fragment: JpegFragment, keep_reference: bool,
+             arrival_ns: int) -> list[ReceivedFrame]:
+        rtp, offset, q = fragment.rtp, fragment.offset, fragment.q
+        qtables = fragment.qtables
+        if fragment.q_header and qtables is None:
+            qtables = self._q_cache.get(q)  # the sender omitted tables it sent before
+        elif qtables is not None and q < 255:
+            self._q_cache[q] = qtables
         self.packets += 1
         self._track_sequence(rtp.ssrc, rtp.sequence)
         self._update_jitter(rtp.timestamp, arrival_ns)
@@ -452,7 +504,7 @@ class JpegDepacketizer:
             self._pending[rtp.timestamp] = frame
             while len(self._pending) > self.MAX_PENDING:  # dicts keep arrival order
                 self._give_up(next(iter(self._pending.values())))
-        chunk = payload[pos:] if type(packet) is bytes else bytes(payload[pos:])
+        chunk = fragment.data if keep_reference else bytes(fragment.data)
         old = frame.chunks.get(offset)
         if old is not None:
             frame.received -= len(old)
@@ -462,8 +514,8 @@ class JpegDepacketizer:
             self._give_up(frame)  # overlapping junk fragments: bound what one frame holds
             return []
         if offset == 0 or frame.dims is None:
-            frame.dims = (jtype & 1, w8 * 8, h8 * 8, q)
-            frame.restart_interval = restart_interval
+            frame.dims = (fragment.jpeg_type & 1, fragment.width, fragment.height, q)
+            frame.restart_interval = fragment.restart_interval
         if qtables is not None:
             frame.qtables = qtables
         if frame.capture_ns is None or frame.frame_seq is None:

@@ -12,7 +12,8 @@ The receiver answers with a compound packet on the same port (rtcp-mux, RFC 5761
   packet, last packet, decoded), so the bridge can report capture-to-decoded latency
   on its own clock even when the headset is another machine.
 
-``parse_compound`` never raises: anything malformed comes back as ``malformed``.
+``read_compound`` raises :class:`RtcpError` for anything malformed; ``parse_compound``
+never raises: the error's text comes back as ``malformed``.
 """
 
 from __future__ import annotations
@@ -153,14 +154,35 @@ def detections_app(ssrc: int, meta: DetectionsMeta) -> bytes:
     return _header(PT_APP, 0, len(body)) + body
 
 
+def _number(value: object) -> float | None:
+    """A JSON number as a float; None for anything else (bools, strings, huge integers)."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1 << 53:
+        return float(value)
+    return None
+
+
 def _parse_detections(payload: memoryview) -> DetectionsMeta:
+    what = "RTCP APP VRDT"
     try:
         data = json.loads(bytes(payload).decode())
-        boxes = [(float(b[0]), float(b[1]), float(b[2]), float(b[3]), str(b[4]), float(b[5]))
-                 for b in data["boxes"]]
-        return DetectionsMeta(int(data["frame"]), int(data["sent_with"]), boxes)
-    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
-        raise RtcpError(f"RTCP APP VRDT: not the detections JSON ({exc})") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RtcpError(f"{what}: not UTF-8 JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("boxes"), list) or not all(
+            type(data.get(k)) is int for k in ("frame", "sent_with")):
+        raise RtcpError(f'{what}: expected {{"frame": int, "sent_with": int, "boxes": '
+                        f"[...]}}, got {str(data)[:60]}")
+    boxes = []
+    for box in data["boxes"]:
+        ok = isinstance(box, list) and len(box) == 6
+        numbers = [_number(v) for v in box[:4] + box[5:]] if ok else [None]
+        if None in numbers or not isinstance(box[4], str):
+            raise RtcpError(f"{what}: box {str(box)[:60]}, expected [x, y, width, height, "
+                            "class name, score]")
+        x, y, w, h, score = numbers
+        boxes.append((x, y, w, h, box[4], score))
+    return DetectionsMeta(data["frame"], data["sent_with"], boxes)
 
 
 def is_rtcp(packet: bytes | memoryview) -> bool:
@@ -169,12 +191,26 @@ def is_rtcp(packet: bytes | memoryview) -> bool:
 
 
 def parse_compound(packet: bytes | memoryview) -> Compound:
-    """Parse a compound RTCP packet; never raises (see ``Compound.malformed``)."""
+    """Parse a compound RTCP packet; never raises (see ``Compound.malformed``).
+
+    The packets before a malformed one are kept (an SR followed by junk still counts).
+    """
     out = Compound()
     try:
         _parse_into(memoryview(packet), out)
-    except (RtcpError, struct.error, IndexError) as exc:
-        out.malformed = str(exc) or type(exc).__name__
+    except RtcpError as exc:
+        out.malformed = str(exc)
+    return out
+
+
+def read_compound(packet: bytes | memoryview) -> Compound:
+    """Parse a compound RTCP packet; :class:`RtcpError` names what is malformed.
+
+    Every malformed input raises RtcpError and nothing else: anything other escaping
+    from here is a bug (the fuzz test in test_rtcp.py holds it to that).
+    """
+    out = Compound()
+    _parse_into(memoryview(packet), out)
     return out
 
 
@@ -198,6 +234,9 @@ def _parse_into(data: memoryview, out: Compound) -> None:
             body = body[: len(body) - body[-1]]
         count = b0 & 0x1F
         if pt == PT_SR:
+            if len(body) < 24:
+                raise RtcpError(f"RTCP SR: body of {len(body)} bytes, shorter than its "
+                                "24-byte sender info")
             ssrc, ntp, ts, pkts, octets = struct.unpack_from("!IQIII", body, 0)
             out.sender_reports.append(SenderReport(ssrc, ntp, ts, pkts, octets))
             _blocks(body[24:], count, out)
