@@ -30,10 +30,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import simplejpeg
 
 from vr_stream_ros.camera.pattern import read_stamp
+from vr_stream_ros.latency.percentiles import summarize
 from vr_stream_ros.rtp.jpeg import JpegDepacketizer, ReceivedFrame
 from vr_stream_ros.rtp.packet import Rfc4571Decoder, frame_rfc4571
 from vr_stream_ros.rtp.rtcp import (
@@ -64,13 +64,9 @@ def _grow_rcvbuf(sock: socket.socket, size: int) -> int:
 
 
 def _percentiles(samples: list[float]) -> dict[str, float] | None:
-    if not samples:
-        return None
-    a = np.asarray(samples)
-    p50, p95, p99 = np.percentile(a, (50, 95, 99))
-    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3),
-            "p99": round(float(p99), 3), "max": round(float(a.max()), 3),
-            "mean": round(float(a.mean()), 3)}
+    """p50/p95/p99/max/mean/samples rounded to 3 decimals, None without samples."""
+    p = summarize(samples)
+    return p.as_dict() if p else None
 
 
 @dataclass
