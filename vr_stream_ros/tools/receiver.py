@@ -34,6 +34,7 @@ import simplejpeg
 
 from vr_stream_ros.camera.pattern import read_stamp
 from vr_stream_ros.latency.percentiles import summarize
+from vr_stream_ros.net.senders import check_port
 from vr_stream_ros.rtp.jpeg import JpegDepacketizer, ReceivedFrame
 from vr_stream_ros.rtp.packet import Rfc4571Decoder, frame_rfc4571
 from vr_stream_ros.rtp.rtcp import (
@@ -416,8 +417,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulate a headset clock this far off (tests the bridge's "
                              "offset estimate; this receiver's own figures stay true)")
     ns = parser.parse_args(argv)
-    if not 1 <= ns.port <= 65535:
-        parser.error(f"--port: got {ns.port}, expected 1..65535")
+    try:
+        check_port(ns.port, "--port")
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         receiver = StreamReceiver(ns.port, ns.bind, tcp=ns.tcp, same_clock=ns.assume_same_clock,
                                   report_interval=ns.report_interval,
