@@ -79,27 +79,6 @@ def _real_offer() -> bytes:
     return json.dumps(offer).encode()
 
 
-def _collect_latency(seconds: float) -> list:
-    import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-
-    from vr_stream_ros.msg import LatencyStats
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("webrtc_probe", context=context)
-    got: list = []
-    node.create_subscription(LatencyStats, "/latency", got.append,
-                             QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        executor.spin_once(timeout_sec=0.1)
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-    return got
-
-
 def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
         chromium, procs, ring_name, tmp_path):
     http_port = free_port(socket.SOCK_STREAM)
@@ -130,7 +109,10 @@ def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
     status, body = _post(f"{base}/offer?token={token}", data=_real_offer())
     assert status == 503, body
     assert "max_viewers 1" in json.loads(body)["error"], body
-    stats = _collect_latency(4.0)
+    from test_latency_topic import _collect
+
+    from vr_stream_ros.msg import LatencyStats
+    stats = _collect(LatencyStats, "/latency", 4, timeout=20)  # one a second
     fed = [m for m in stats if m.headset_feedback]
     assert fed, "no LatencyStats with the browser's reports"
     last = fed[-1]
