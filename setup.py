@@ -6,8 +6,8 @@
 installs the reference receiver, the RTP/RTCP protocol, socket senders, the frame ring,
 the latency libraries and the tune command, with only what they import (numpy,
 simplejpeg, psutil; matplotlib as the ``plot`` extra). It leaves out nodes/ and ros/
-(rclpy and the generated messages: colcon builds those, see CMakeLists.txt), graph/,
-webrtc/, codecs/, detection/ and bench/.
+(rclpy and the generated messages: colcon builds those, see CMakeLists.txt), the launch
+half of graph/, webrtc/, codecs/, detection/ and bench/.
 
 colcon still builds this package with CMakeLists.txt: package.xml's
 <build_type>ament_cmake</build_type> decides, not the presence of this file.
@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 PACKAGES = [
     "vr_stream_ros",
     "vr_stream_ros.camera",  # pattern.read_stamp for the receiver; backends import lazily
+    "vr_stream_ros.graph",  # param_spec: the one set of validators the senders and tune use
     "vr_stream_ros.latency",
     "vr_stream_ros.net",
     "vr_stream_ros.ring",
@@ -34,17 +35,21 @@ PACKAGES = [
     "vr_stream_ros.system",
     "vr_stream_ros.tools",
 ]
-# Modules of those packages that belong to the ROS half: the dashboard's rendering (rich)
-# is shown only by nodes/dashboard_node.py.
-ROS_ONLY_MODULES = {("vr_stream_ros.tools", "dashboard_view")}
+# Modules of those packages that belong to the ROS half or to the developer's checkout:
+# the dashboard's rendering (rich) is shown only by nodes/dashboard_node.py; the launch
+# description and `make run` (yaml, the colcon install); the Chromium driver of the tests
+# and benches (selenium, apt).
+LEFT_OUT = {("vr_stream_ros.tools", "dashboard_view"), ("vr_stream_ros.tools", "chromium"),
+            ("vr_stream_ros.tools", "apt"), ("vr_stream_ros.graph", "launches"),
+            ("vr_stream_ros.graph", "runner")}
 
 
 class BuildPyRosFree(build_py):
-    """build_py without ROS_ONLY_MODULES."""
+    """build_py without LEFT_OUT."""
 
     def find_package_modules(self, package, package_dir):
         modules = super().find_package_modules(package, package_dir)
-        return [m for m in modules if (m[0], m[1]) not in ROS_ONLY_MODULES]
+        return [m for m in modules if (m[0], m[1]) not in LEFT_OUT]
 
 
 def _version() -> str:

@@ -1,18 +1,19 @@
-"""Shared fixtures: real node processes on an isolated DDS domain, free ports, ring names."""
+"""Shared fixtures: real node processes on an isolated DDS domain, free ports, ring names.
+
+The process harness itself (start with a log, wait for output, stop the process group,
+free ports) is ``vr_stream_ros.graph.processes``, which ``make run`` and the benches use
+too; ``free_port`` and ``wait_for`` are re-exported here for the tests."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from vr_stream_ros.graph.processes import ProcessGroup, free_port, wait_for  # noqa: F401 (re-exported)
 
 pytest_plugins = ["skip_policy"]  # under CI=true, unlisted skips fail (skip_policy.py)
 
@@ -34,25 +35,10 @@ needs_ros = pytest.mark.skipif(
     reason="needs the colcon-built package: run through `make test` (sources install/)")
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port that is free right now for UDP (and, for TCP, a listener)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def port() -> int:
     """A free port usable for both UDP and TCP."""
-    for _ in range(50):
-        p = free_port()
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", p))
-            return p
-        except OSError:
-            continue
-    raise RuntimeError("no free port")
+    return free_port(None)
 
 
 @pytest.fixture
@@ -64,52 +50,8 @@ def ring_name() -> Iterator[str]:
     assert not leftovers, f"shared memory left behind: {leftovers}"
 
 
-class Processes:
-    """Starts processes and guarantees they are stopped at teardown."""
-
-    def __init__(self, tmp_path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[tuple[str, subprocess.Popen, str]] = []
-
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = str(self.tmp_path / f"{name}.log")
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        self.procs.append((name, proc, log))
-        return proc
-
-    def node(self, executable: str, *params: str, name: str | None = None) -> subprocess.Popen:
-        """Start an installed node with ``-p key:=value`` parameters."""
-        from vr_stream_ros.graph.runner import executable_path
-        argv = [executable_path(executable), "--ros-args"]
-        for p in params:
-            argv += ["-p", p]
-        return self.start(name or executable, argv)
-
-    def receiver(self, *args: str, name: str = "receiver") -> subprocess.Popen:
-        return self.start(name, [sys.executable, "-m", "vr_stream_ros.tools.receiver", *args])
-
-    def output(self, name: str) -> str:
-        for n, _p, log in self.procs:
-            if n == name:
-                with open(log, errors="replace") as f:
-                    return f.read()
-        raise KeyError(name)
-
-    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 10) -> int:
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        for _name, proc, _log in reversed(self.procs):
-            self.stop(proc)
+Processes = ProcessGroup
+"""The harness; tests give it their tmp_path for the logs."""
 
 
 @pytest.fixture
@@ -118,17 +60,6 @@ def procs(tmp_path, ring_name) -> Iterator[Processes]:
     p = Processes(tmp_path)
     yield p
     p.stop_all()
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05):
-    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def read_json(path) -> dict:

@@ -10,15 +10,16 @@ import sys
 import pytest
 from conftest import needs_ros, wait_for
 
-from vr_stream_ros.system.monitor import SystemMonitor, read_temperature, read_throttled
+from vr_stream_ros.system.monitor import SystemMonitor
 from vr_stream_ros.system.realtime import online_cpus
+from vr_stream_ros.system.thermal import read_temperature, read_throttled
 from vr_stream_ros.tools.dashboard_view import latency_chart
 
 LAST_CPU = online_cpus()[-1]
 
 
 def _dashboard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    from vr_stream_ros.graph.runner import executable_path
+    from vr_stream_ros.graph.processes import executable_path
     return subprocess.run([executable_path("dashboard"), *args], capture_output=True,
                           text=True, timeout=timeout)
 

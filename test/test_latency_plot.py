@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import time
 
-import numpy as np
 import pytest
 from conftest import needs_ros, wait_for
 
@@ -16,7 +15,7 @@ pytestmark = needs_ros
 
 
 def _plot(*args: str) -> subprocess.CompletedProcess:
-    from vr_stream_ros.graph.runner import executable_path
+    from vr_stream_ros.graph.processes import executable_path
     return subprocess.run([executable_path("plot_latency"), *args], capture_output=True,
                           text=True, timeout=60)
 
@@ -57,10 +56,35 @@ def test_png_from_a_real_recording_marks_its_percentiles(recording, tmp_path):
     with open(recording) as f:
         rows = [r for r in csv.DictReader(f) if r["headset_decoded"] and r["capture"]]
     assert len(rows) > 100, f"only {len(rows)} frames with the headset's stamps"
-    e2e = np.array([(int(r["headset_decoded"]) - int(r["capture"])) / 1e6 for r in rows])
+    e2e = [(int(r["headset_decoded"]) - int(r["capture"])) / 1e6 for r in rows]
     printed = dict(re.findall(r"(p\d\d) ([\d.]+) ms", result.stdout))
     for p in (50, 95, 99):
-        assert float(printed[f"p{p}"]) == pytest.approx(np.percentile(e2e, p), abs=0.006)
+        assert float(printed[f"p{p}"]) == pytest.approx(_by_hand(e2e, p), abs=0.006)
+
+
+def _by_hand(values: list[float], p: float) -> float:
+    """Linear interpolation between the closest ranks of the sorted values (the documented
+    definition: rank (n - 1) * p / 100), computed without numpy."""
+    xs = sorted(values)
+    rank = (len(xs) - 1) * p / 100
+    lo = int(rank)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (rank - lo) * (xs[hi] - xs[lo])
+
+
+def test_known_latencies_give_known_percentiles(tmp_path):
+    """Frames 1..101 ms end to end: p50 51, p95 96, p99 100 ms, whatever the order."""
+    path = tmp_path / "known.csv"
+    order = [(k * 37) % 101 + 1 for k in range(101)]  # 1..101 shuffled
+    lines = ["frame,capture,sent,headset_decoded"]
+    for frame, ms in enumerate(order):
+        capture = frame * 16_666_667
+        lines.append(f"{frame},{capture},{capture + 1_000_000},{capture + ms * 1_000_000}")
+    path.write_text("\n".join(lines) + "\n")
+    result = _plot(str(path), "-o", str(tmp_path / "known.png"))
+    assert result.returncode == 0, result.stderr
+    assert "101 frames, end to end p50 51.00 ms, p95 96.00 ms, p99 100.00 ms" in \
+        result.stdout, result.stdout
 
 
 def test_default_output_name_is_the_recordings(recording, tmp_path):

@@ -192,4 +192,5 @@ def test_bad_port_is_refused(tmp_path, argv) -> None:
         assert proc.wait(timeout=20) == 2
     finally:
         procs.stop_all()
-    assert "--port: got" in procs.output("receiver")
+    assert f"parameter '--port': got {argv[1]}, expected an integer in 1..65535" in \
+        procs.output("receiver")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from vr_stream_ros.system.monitor import SystemMonitor
 from vr_stream_ros.system.tune import (
     BACKUP_DIR,
     CMDLINE_FILE,
@@ -160,6 +161,33 @@ def test_check_json_and_isolated_cpus_with_irqs_on_them(tmp_path, capsys) -> Non
     irq = checks["network IRQ affinity (eth0)"]
     assert irq["status"] == "WARN" and "reaches isolated CPUs" in irq["detail"]
     assert irq["fix"].startswith("echo 0-1 | sudo tee /proc/irq/107/smp_affinity_list")
+
+
+def test_tune_and_the_dashboard_read_temperature_and_throttling_alike(tmp_path, capsys) -> None:
+    """Both read system/thermal.py: the hottest zone, and a Pi 5's firmware word (which
+    the dashboard once looked for only at the Pi 4's soc/soc:firmware path)."""
+    root = make_tree(tmp_path)
+    zone = root / "sys/class/thermal/thermal_zone1"
+    zone.mkdir()
+    (zone / "temp").write_text("81500\n")
+    (zone / "type").write_text("rp1_adc\n")
+    firmware = root / "sys/devices/platform/soc@107c000000/soc@107c000000:firmware"
+    firmware.mkdir(parents=True)
+    (firmware / "get_throttled").write_text("50005\n")
+    assert tune(root, "check", "--json") == 0
+    checks = {c["item"]: c for c in json.loads(capsys.readouterr().out)}
+    soc = SystemMonitor(str(root)).sample({}).soc
+    assert (soc.temperature_c, soc.temperature_source) == (
+        81.5, "/sys/class/thermal/thermal_zone1 (rp1_adc)")
+    assert checks["temperature"]["status"] == "WARN"
+    assert checks["temperature"]["detail"] == "81.5 C (/sys/class/thermal/thermal_zone1 (rp1_adc))"
+    fw = "/sys/devices/platform/soc@107c000000/soc@107c000000:firmware/get_throttled"
+    assert (soc.throttled, soc.throttled_source) == (0x50005, fw)
+    flags = ["under-voltage now", "throttled now", "under-voltage has occurred",
+             "throttling has occurred"]  # bits 0, 2, 16 and 18 of 0x50005
+    assert soc.throttle_flags == flags
+    assert checks["throttling"]["status"] == "WARN"
+    assert checks["throttling"]["detail"] == f"throttled=0x50005 ({fw}): {', '.join(flags)}"
 
 
 def test_check_on_an_empty_tree_says_not_available(tmp_path, capsys) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import socket
 import ssl
 import time
@@ -18,74 +17,66 @@ import pytest
 from conftest import free_port, needs_ros, wait_for
 from debian_tools import ensure_debian_packages
 
+from vr_stream_ros.tools.chromium import PACKAGES, Chromium
+
 pytestmark = [needs_ros, pytest.mark.slow]
 
-# Loopback only, nothing phoning home (python.md: the closed network refuses it anyway).
-CHROMIUM_FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-    "--disable-features=WebRtcHideLocalIpsWithMdns", "--window-size=1400,900",
-    "--ignore-certificate-errors",  # the bridge's self-signed HTTPS certificate
-]
-TOKEN_URL = re.compile(r"open (https?://\S+/\?token=(\S+))")
+TOKEN_URL = r"open (https?://\S+/\?token=(\S+))"
 UNVERIFIED = ssl._create_unverified_context()  # self-signed: we test access, not trust
 
 
 @pytest.fixture
 def chromium(tmp_path):
     """Debian's Chromium driven by Debian's chromedriver (installed when missing)."""
-    driver_path = ensure_debian_packages("chromedriver", ["chromium", "chromium-driver"])
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers online
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    yield driver
-    driver.quit()
+    ensure_debian_packages("chromedriver", list(PACKAGES))
+    with Chromium(tmp_path / "chromium-profile") as browser:
+        yield browser
 
 
 def _graph(procs, ring_name, http_port, *bridge_params):
     procs.node("camera_node", f"ring_name:={ring_name}", "fps:=30")
     procs.node("headset_bridge_node", f"ring_name:={ring_name}", "transport:=webrtc",
                f"webrtc_port:={http_port}", "webrtc_bind:=127.0.0.1", *bridge_params)
-    found = wait_for(lambda: TOKEN_URL.search(procs.output("headset_bridge_node")), 30)
+    found = procs.wait_for_output("headset_bridge_node", TOKEN_URL, 30)
     assert found, procs.output("headset_bridge_node")
     return found.group(1), found.group(2)
 
 
-def _status(url: str, data: bytes | None = None) -> int:
+def _post(url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    """Status and body of a GET (or, with ``data``, a JSON POST)."""
+    headers = {"Content-Type": "application/json"} if data is not None else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10,
-                                    context=UNVERIFIED) as r:
-            return r.status
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers),
+                                    timeout=10, context=UNVERIFIED) as r:
+            return r.status, r.read()
     except urllib.error.HTTPError as err:
-        return err.code
+        return err.code, err.read()
 
 
-def _collect_latency(seconds: float) -> list:
-    import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+def _status(url: str, data: bytes | None = None) -> int:
+    return _post(url, data)[0]
 
-    from vr_stream_ros.msg import LatencyStats
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("webrtc_probe", context=context)
-    got: list = []
-    node.create_subscription(LatencyStats, "/latency", got.append,
-                             QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        executor.spin_once(timeout_sec=0.1)
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-    return got
+
+def _real_offer() -> bytes:
+    """A real WebRTC offer (video to receive, a data channel) from aiortc, as a second
+    viewer's browser would post it."""
+    import asyncio
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    async def make() -> dict:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # loopback: no STUN
+        pc.addTransceiver("video", direction="recvonly")
+        pc.createDataChannel("vr")
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+        await pc.close()
+        return offer
+
+    offer = asyncio.run(make())
+    assert offer["type"] == "offer" and "m=video" in offer["sdp"] and "a=candidate" in \
+        offer["sdp"], offer
+    return json.dumps(offer).encode()
 
 
 def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
@@ -98,42 +89,46 @@ def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
     assert _status(f"{base}/?token=wrong") == 403
     assert _status(f"{base}/offer", data=b"{}") == 403
 
-    chromium.get(url.replace(url.split("/")[2], f"127.0.0.1:{http_port}"))
-    ok = wait_for(lambda: chromium.execute_script("return vrStats.framesRead.length") > 60, 60)
-    state = chromium.execute_script("return vrStats")
+    chromium.open_viewer(url, http_port)
+    ok = wait_for(lambda: chromium.stat("framesRead.length") > 60, 60)
+    state = chromium.stats()
     assert ok, f"page state: { {k: state[k] for k in ('connected', 'error', 'unreadable')} }"
-    decoded_before = chromium.execute_script("return vrStats.framesDecoded")
+    decoded_before = chromium.stat("framesDecoded")
     time.sleep(2.0)
-    decoded_after = chromium.execute_script("return vrStats.framesDecoded")
+    decoded_after = chromium.stat("framesDecoded")
     assert decoded_after > decoded_before > 0, "getStats framesDecoded must rise"
 
-    frames = chromium.execute_script("return vrStats.framesRead")
+    frames = chromium.stat("framesRead")
     assert frames == sorted(set(frames)), "frame numbers read from the pixels, in order"
     assert frames[-1] - frames[0] + 1 <= 2 * len(frames), f"most frames shown: {frames[:20]}"
-    page_ms = chromium.execute_script("return vrStats.latenciesMs")
+    page_ms = chromium.stat("latenciesMs")
     assert len(page_ms) > 30 and 0 < np.median(page_ms) < 1000, page_ms[:10]
 
-    # A second viewer beyond max_viewers:=1 is refused; the first keeps its stream.
-    assert _status(f"{base}/offer?token={token}", data=b"{}") == 503
-    stats = _collect_latency(4.0)
+    # A second viewer's real offer beyond max_viewers:=1 is refused; the first keeps its
+    # stream.
+    status, body = _post(f"{base}/offer?token={token}", data=_real_offer())
+    assert status == 503, body
+    assert "max_viewers 1" in json.loads(body)["error"], body
+    from test_latency_topic import _collect
+
+    from vr_stream_ros.msg import LatencyStats
+    stats = _collect(LatencyStats, "/latency", 4, timeout=20)  # one a second
     fed = [m for m in stats if m.headset_feedback]
     assert fed, "no LatencyStats with the browser's reports"
     last = fed[-1]
     stage = {s.name: s for s in last.stages}["browser_displayed"]
     assert stage.samples > 0 and stage.p50_ms <= stage.p95_ms
     assert last.end_to_end.p50_ms == pytest.approx(stage.p50_ms)
-    later = chromium.execute_script("return vrStats.framesRead.length")
+    later = chromium.stat("framesRead.length")
     assert later > len(frames), "the first viewer kept receiving"
     print(f"browser capture->displayed p50 {stage.p50_ms:.1f} p95 {stage.p95_ms:.1f} ms, "
           f"{stage.samples} samples in the last window, page fps "
-          f"{chromium.execute_script('return vrStats.framesDecoded')} decoded; "
+          f"{chromium.stat('framesDecoded')} decoded; "
           f"(page's own p50 {np.median(page_ms):.1f} ms); {len(frames)} stamps read")
-    shot = os.environ.get("VR_STREAM_SCREENSHOT") or str(tmp_path / "viewer.png")
-    chromium.save_screenshot(shot)
-    with open(shot, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    chromium.screenshot(os.environ.get("VR_STREAM_SCREENSHOT") or tmp_path / "viewer.png")
     out = procs.output("headset_bridge_node")
-    assert "viewer 0 connected" in out and "Traceback" not in out, out
+    assert "viewer 0 connected" in out and "viewer 1 connected" not in out, out
+    assert "Traceback" not in out, out
 
 
 def test_port_in_use_is_named(procs, ring_name):
@@ -166,18 +161,17 @@ def test_signaling_refuses_a_malformed_offer(procs, ring_name):
 def test_a_second_viewer_does_not_starve_the_first(chromium, procs, ring_name):
     http_port = free_port(socket.SOCK_STREAM)
     url, _token = _graph(procs, ring_name, http_port, "max_viewers:=2")
-    page = url.replace(url.split("/")[2], f"127.0.0.1:{http_port}")
-    chromium.get(page)
-    first = chromium.current_window_handle
-    count = "return vrStats.framesRead.length"
-    assert wait_for(lambda: chromium.execute_script(count) > 30, 60)
-    chromium.switch_to.new_window("window")
-    chromium.get(page)
-    assert wait_for(lambda: chromium.execute_script(count) > 30, 60), "second viewer"
-    chromium.switch_to.window(first)
-    before = chromium.execute_script(count)
+    chromium.open_viewer(url, http_port)
+    driver = chromium.driver
+    first = driver.current_window_handle
+    assert wait_for(lambda: chromium.stat("framesRead.length") > 30, 60)
+    driver.switch_to.new_window("window")
+    chromium.open_viewer(url, http_port)
+    assert wait_for(lambda: chromium.stat("framesRead.length") > 30, 60), "second viewer"
+    driver.switch_to.window(first)
+    before = chromium.stat("framesRead.length")
     time.sleep(2.0)
-    assert chromium.execute_script(count) > before + 20, "the first viewer starved"
+    assert chromium.stat("framesRead.length") > before + 20, "the first viewer starved"
     assert "viewer 1 connected" in procs.output("headset_bridge_node")
 
 
@@ -189,12 +183,12 @@ def test_detections_reach_the_page(chromium, procs, ring_name):
     url, _token = _graph(procs, ring_name, http_port)
     procs.node("detector_node", f"ring_name:={ring_name}", "model:=yolo11n.yaml",
                "conf:=0.0001", "max_det:=5")
-    chromium.get(url.replace(url.split("/")[2], f"127.0.0.1:{http_port}"))
-    got = wait_for(lambda: chromium.execute_script("return vrStats.detections"), 90)
+    chromium.open_viewer(url, http_port)
+    got = wait_for(lambda: chromium.stat("detections"), 90)
     assert got, procs.output("detector_node")
     assert got["frame"] > 0 and got["sent_with"] >= got["frame"]
     assert 0 < len(got["boxes"]) <= 5 and len(got["boxes"][0]) == 6, got
-    assert wait_for(lambda: "detections of frame" in chromium.find_element(
+    assert wait_for(lambda: "detections of frame" in chromium.driver.find_element(
         "id", "stats").text, 10)
 
 

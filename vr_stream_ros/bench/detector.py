@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from vr_stream_ros.bench.pipeline import Result, bench_ros_pipeline
+from vr_stream_ros.latency.percentiles import summarize
 
 RT_VIDEO = ("cpu_affinity:=1", "sched_policy:=fifo", "lock_memory:=true", "gc_mode:=freeze")
 RT_DETECTOR = ("cpu_affinity:=0", "sched_policy:=other")
@@ -90,10 +91,9 @@ def backend_speed(repeat: int) -> dict[str, dict[int, dict]]:
                         start = time.perf_counter()
                         det.detect(frame)
                         times.append((time.perf_counter() - start) * 1000)
-                    p50 = float(np.median(times))
-                    out[fmt][imgsz] = {"p50_ms": round(p50, 2),
-                                       "p95_ms": round(float(np.percentile(times, 95)), 2),
-                                       "fps": round(1000 / p50, 1), "backend": det.backend}
+                    p = summarize(times)
+                    out[fmt][imgsz] = {"p50_ms": round(p.p50, 2), "p95_ms": round(p.p95, 2),
+                                       "fps": round(1000 / p.p50, 1), "backend": det.backend}
         finally:
             os.chdir(cwd)
     return out

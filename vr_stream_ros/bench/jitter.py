@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from vr_stream_ros.bench.pipeline import Result, bench_ros_pipeline
+from vr_stream_ros.latency.percentiles import summarize
 from vr_stream_ros.system.realtime import RtConfig, apply, online_cpus
 
 PERIOD_NS = round(1e9 / 60)
@@ -61,9 +62,9 @@ def cyclic_variant(seconds: float, realtime: bool, loaded: bool) -> dict:
     finally:
         for p in load:
             p.kill()
-    p50, p99 = np.percentile(late, (50, 99))
-    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3),
-            "max_ms": round(float(late.max()), 3), "wakeups": int(late.size)}
+    s = summarize(late)
+    return {"p50_ms": round(s.p50, 3), "p99_ms": round(s.p99, 3), "max_ms": round(s.max, 3),
+            "wakeups": s.samples}
 
 
 def pipeline_under_load(tmp: str, seconds: float, realtime: bool) -> Result:

@@ -19,9 +19,7 @@ import csv
 import json
 import os
 import resource
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +33,12 @@ import simplejpeg
 from vr_stream_ros.camera.base import FramePacer
 from vr_stream_ros.camera.pattern import PatternGenerator
 from vr_stream_ros.codecs.jpeg import JpegEncoder
+from vr_stream_ros.graph.processes import ProcessGroup, free_port
+from vr_stream_ros.latency.percentiles import summarize
 from vr_stream_ros.net.senders import UdpRtpSender
 from vr_stream_ros.ring.frame_ring import FrameRingReader, FrameRingWriter, FrameSpec
 from vr_stream_ros.rtp.jpeg import JpegPacketizer
+from vr_stream_ros.rtp.packet import rtp_timestamp
 
 W, H, FPS = 1280, 720, 60.0
 WARMUP = 30  # frames dropped from the start of every variant
@@ -53,15 +54,14 @@ class Result:
     frames_expected: int
     frames_received: int
     cpu: dict[str, float] = field(default_factory=dict)  # process -> % of one core
+    receiver_decoded: int | None = None  # frames the reference receiver decoded, if one ran
 
     def figures(self) -> dict:
-        a = np.asarray(self.samples_ms[WARMUP:] or self.samples_ms or [float("nan")])
-        p50, p95, p99 = np.percentile(a, (50, 95, 99))
         lost = max(0, self.frames_expected - self.frames_received)
-        return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
-                "p99_ms": round(float(p99), 3), "max_ms": round(float(a.max()), 3),
-                "samples": int(a.size), "frames_lost": lost,
+        return {**summarize(self.samples_ms[WARMUP:] or self.samples_ms).as_dict("_ms"),
+                "frames_lost": lost,
                 "loss_pct": round(100 * lost / max(1, self.frames_expected), 1),
+                "receiver_decoded": self.receiver_decoded,
                 "cpu_pct": {k: round(v, 1) for k, v in self.cpu.items()}}
 
 
@@ -87,6 +87,20 @@ class CpuMeter:
 
 def _python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def _receiver_args(port: int, seconds: float, summary: str) -> tuple[str, ...]:
+    return ("--port", str(port), "--quiet", "--duration", str(seconds), "--summary-json",
+            summary)
+
+
+def _decoded(summary: str) -> int | None:
+    """Frames the receiver decoded, from its --summary-json (None if it wrote none)."""
+    try:
+        with open(summary) as f:
+            return int(json.load(f)["frames_decoded"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 # -- ring -------------------------------------------------------------------------------
@@ -124,17 +138,18 @@ def ring_reader(name: str, frames: int, out: str) -> None:
         json.dump({"latency_ns": samples, "received": seen}, f)
 
 
-def _pair(name: str, writer: list[str], reader: list[str], out: str, frames: int,
+def _pair(tmp: str, name: str, writer: list[str], reader: list[str], out: str, frames: int,
           env: dict | None = None) -> Result:
     meter = CpuMeter()
-    r = subprocess.Popen(reader, env=env)
-    w = subprocess.Popen(writer, env=env)
-    meter.watch("reader", r.pid)
-    meter.watch("writer", w.pid)
-    time.sleep(frames / FPS * 0.8)
-    cpu = meter.sample()
-    for p in (w, r):
-        p.wait(timeout=frames / FPS + 30)
+    with ProcessGroup(os.path.join(tmp, name), env) as group:
+        r = group.start("reader", reader)
+        w = group.start("writer", writer)
+        meter.watch("reader", r.pid)
+        meter.watch("writer", w.pid)
+        time.sleep(frames / FPS * 0.8)
+        cpu = meter.sample()
+        for p in (w, r):
+            group.wait(p, timeout=frames / FPS + 30)
     with open(out) as f:
         data = json.load(f)
     return Result(name, [s / 1e6 for s in data["latency_ns"]], frames, data["received"], cpu)
@@ -144,7 +159,7 @@ def bench_ring(tmp: str, frames: int) -> Result:
     name = f"vr_bench_{os.getpid()}"
     out = os.path.join(tmp, "ring.json")
     me = "vr_stream_ros.bench.pipeline"
-    return _pair("ring", _python(me, "--worker", "ring-writer", name, str(frames)),
+    return _pair(tmp, "ring", _python(me, "--worker", "ring-writer", name, str(frames)),
                  _python(me, "--worker", "ring-reader", name, str(frames), out), out, frames)
 
 
@@ -157,90 +172,81 @@ def bench_dds(tmp: str, frames: int, reliability: str, profile: str | None) -> R
         env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
     common = ["--reliability", reliability, "--frames", str(frames)]
     worker = "vr_stream_ros.ros.bench_dds"
-    return _pair(label, _python(worker, "pub", *common),
+    return _pair(tmp, label, _python(worker, "pub", *common),
                  _python(worker, "sub", *common, "--out", out), out, frames, env)
 
 
 # -- whole pipeline vs the single-process floor ---------------------------------------------
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_ros_pipeline(tmp: str, seconds: float, camera_params: tuple[str, ...] = (),
                        bridge_params: tuple[str, ...] = (), label: str = "ros_pipeline",
                        detector_params: tuple[str, ...] | None = None) -> Result:
     """camera_node + headset_bridge_node + receiver (+ detector_node when
     ``detector_params`` is given); capture -> last datagram sent."""
-    from vr_stream_ros.graph.runner import executable_path
-    port, ring = _free_port(), f"vr_bench_pipe_{os.getpid()}"
+    port, ring = free_port(), f"vr_bench_pipe_{os.getpid()}"
     record = os.path.join(tmp, f"{label}.csv")
+    summary = os.path.join(tmp, f"{label}_receiver.json")
     env = dict(os.environ, ROS_DOMAIN_ID=str(200 + os.getpid() % 30))
-    receiver = subprocess.Popen(_python("vr_stream_ros.tools.receiver", "--port", str(port),
-                                        "--quiet", "--duration", str(seconds + 5)), env=env,
-                                stdout=subprocess.DEVNULL)
-    ros = ["--ros-args", "-p", f"ring_name:={ring}", "--log-level", "warn"]
-    detector = None
-    if detector_params is not None:
-        # Loaded first (importing torch is itself a CPU burst), then waiting for the ring:
-        # the video path then runs beside a detector already flat out.
-        params = [x for p in detector_params for x in ("-p", p)]
-        detector = subprocess.Popen([executable_path("detector_node"), *ros,
-                                     "-p", "ring_wait_s:=120", *params], env=env)
-        time.sleep(DETECTOR_LOAD_S)
-    params = [x for p in camera_params for x in ("-p", p)]
-    camera = subprocess.Popen([executable_path("camera_node"), *ros, *params], env=env)
-    params = [x for p in bridge_params for x in ("-p", p)]
-    bridge = subprocess.Popen([executable_path("headset_bridge_node"), *ros, "-p",
-                               f"headset_port:={port}", "-p", f"record_path:={record}",
-                               "-p", "sdp_path:=''", *params], env=env)
-    procs = {"camera_node": camera, "headset_bridge_node": bridge, "receiver": receiver}
-    if detector is not None:
-        procs["detector_node"] = detector
+    ros = ("--log-level", "warn")
+    ring_param = f"ring_name:={ring}"
     meter = CpuMeter()
-    for name, p in procs.items():
-        meter.watch(name, p.pid)
-    time.sleep(seconds)
-    cpu = meter.sample()
-    for p in procs.values():
-        p.send_signal(signal.SIGINT)
-    for p in procs.values():
-        p.wait(timeout=20)
+    with ProcessGroup(os.path.join(tmp, label), env) as group:
+        receiver = group.receiver(*_receiver_args(port, seconds + 5, summary))
+        detector = None
+        if detector_params is not None:
+            # Loaded first (importing torch is itself a CPU burst), then waiting for the
+            # ring: the video path then runs beside a detector already flat out.
+            detector = group.node("detector_node", ring_param, "ring_wait_s:=120",
+                                  *detector_params, ros_args=ros)
+            time.sleep(DETECTOR_LOAD_S)
+        camera = group.node("camera_node", ring_param, *camera_params, ros_args=ros)
+        bridge = group.node("headset_bridge_node", ring_param, f"headset_port:={port}",
+                            f"record_path:={record}", "sdp_path:=''", *bridge_params,
+                            ros_args=ros)
+        for name, proc in (("camera_node", camera), ("headset_bridge_node", bridge),
+                           ("receiver", receiver), ("detector_node", detector)):
+            if proc is not None:
+                meter.watch(name, proc.pid)
+        time.sleep(seconds)
+        cpu = meter.sample()
+        group.stop_all(timeout=20)  # the bridge writes the recording as it exits
     with open(record) as f:
         rows = list(csv.DictReader(f))
     samples = [(int(r["sent"]) - int(r["capture"])) / 1e6 for r in rows if r.get("sent")]
     expected = int(rows[-1]["frame"]) - int(rows[0]["frame"]) + 1 if rows else 0
-    return Result(label, samples, expected, len(samples), cpu)
+    return Result(label, samples, expected, len(samples), cpu, _decoded(summary))
 
 
-def bench_floor(seconds: float) -> Result:
-    """Render, encode, packetize, send in one process: what the nodes must not add to."""
-    port = _free_port()
-    receiver = subprocess.Popen(_python("vr_stream_ros.tools.receiver", "--port", str(port),
-                                        "--quiet", "--duration", str(seconds + 3)),
-                                stdout=subprocess.DEVNULL)
-    time.sleep(0.5)
-    pattern, pacer = PatternGenerator(W, H), FramePacer(FPS)
-    encoder, packetizer = JpegEncoder(80, "420", "rgb8"), JpegPacketizer(ssrc=1)
-    sender = UdpRtpSender("127.0.0.1", port)
-    frame = np.empty((H, W, 3), np.uint8)
+def bench_floor(tmp: str, seconds: float) -> Result:
+    """Render, encode, packetize, send in one process: what the nodes must not add to.
+
+    Each frame carries its own 90 kHz RTP timestamp, as the bridge's do, so the receiver
+    reassembles and decodes every frame (with one timestamp for all it took each new
+    frame for a straggler of the first and dropped it: far less work beside the floor
+    than beside the pipeline)."""
+    port = free_port()
+    summary = os.path.join(tmp, "floor_receiver.json")
     meter = CpuMeter()
-    meter.watch("floor", os.getpid())
-    meter.watch("receiver", receiver.pid)
     samples = []
     n = int(seconds * FPS)
-    for i in range(n):
-        capture = pacer.wait()
-        pattern.render_into(frame, i, capture)
-        jpeg = encoder.encode(frame)
-        result = sender.send_frame(packetizer.packetize(jpeg, 0, capture, i))
-        samples.append((result.done_ns - capture) / 1e6)
-    cpu = meter.sample()
-    sender.close()
-    receiver.send_signal(signal.SIGINT)
-    receiver.wait(timeout=20)
-    return Result("floor", samples, n, len(samples), cpu)
+    with ProcessGroup(os.path.join(tmp, "floor")) as group:
+        receiver = group.receiver(*_receiver_args(port, seconds + 3, summary))
+        time.sleep(0.5)
+        pattern, pacer = PatternGenerator(W, H), FramePacer(FPS)
+        encoder, packetizer = JpegEncoder(80, "420", "rgb8"), JpegPacketizer(ssrc=1)
+        sender = UdpRtpSender("127.0.0.1", port)
+        frame = np.empty((H, W, 3), np.uint8)
+        meter.watch("floor", os.getpid())
+        meter.watch("receiver", receiver.pid)
+        for i in range(n):
+            capture = pacer.wait()
+            pattern.render_into(frame, i, capture)
+            jpeg = encoder.encode(frame)
+            packets = packetizer.packetize(jpeg, rtp_timestamp(capture), capture, i)
+            samples.append((sender.send_frame(packets).done_ns - capture) / 1e6)
+        cpu = meter.sample()
+        sender.close()
+        group.stop_all(timeout=20)
+    return Result("floor", samples, n, len(samples), cpu, _decoded(summary))
 
 
 # -- the seed's component checks -------------------------------------------------------------
@@ -330,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         for reliability, prof in (("reliable", None), ("best_effort", None), ("reliable", profile)):
             results.append(bench_dds(tmp, frames, reliability, prof))
         results.append(bench_ros_pipeline(tmp, ns.seconds + 2))
-        results.append(bench_floor(ns.seconds))
+        results.append(bench_floor(tmp, ns.seconds))
     comp = components()
     figures = {r.name: r.figures() for r in results}
     ring, floor, pipe = figures["ring"], figures["floor"], figures["ros_pipeline"]
@@ -344,12 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     estimate = ring["p50_ms"] + comp["encode_jpeg_ms"] + comp["packetize_ms"] + \
         comp["udp_loopback_frame_ms"] + comp["decode_jpeg_ms"]
-    print(f"\n{'variant':18} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'lost':>7}  cpu % "
-          "(of one core)")
+    print(f"\n{'variant':18} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'lost':>7} "
+          f"{'decoded':>8}  cpu % (of one core)")
     for name, f in figures.items():
         cpu = ", ".join(f"{k} {v:.0f}" for k, v in f["cpu_pct"].items())
+        decoded = "" if f["receiver_decoded"] is None else f["receiver_decoded"]
         print(f"{name:18} {f['p50_ms']:8.3f} {f['p95_ms']:8.3f} {f['p99_ms']:8.3f} "
-              f"{f['max_ms']:8.3f} {f['loss_pct']:6.1f}%  {cpu}")
+              f"{f['max_ms']:8.3f} {f['loss_pct']:6.1f}% {decoded:>8}  {cpu}")
     print("\nratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     print(f"components (median ms): encode {comp['encode_jpeg_ms']:.2f}, decode "
           f"{comp['decode_jpeg_ms']:.2f}, packetize {comp['packetize_ms']:.3f}, UDP loopback "

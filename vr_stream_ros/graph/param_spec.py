@@ -112,20 +112,29 @@ def validate_all(specs: Iterable[ParamSpec], values: Mapping[str, Any]) -> dict[
     return {s.name: s.validate(values.get(s.name, s.default)) for s in specs}
 
 
-def check_ipv4_host(value: str) -> str | None:
-    """Spec check: an IPv4 literal or a host name that resolves."""
-    try:
-        ipaddress.IPv4Address(value)
+IPV4_HOST = "an IPv4 address (e.g. 192.168.1.100) or a resolvable host name"
+"""What an IPv4 host parameter expects."""
+
+
+def resolve_ipv4_host(value: object) -> str | None:
+    """The address of an IPv4 literal or of a host name that resolves; None otherwise."""
+    if not isinstance(value, str):
         return None
+    try:
+        return str(ipaddress.IPv4Address(value))
     except ValueError:
         pass
-    if any(c.isalpha() for c in value):
+    if any(c.isalpha() for c in value):  # '300.1.1.1' and '1.2.3' are not host names
         try:
-            socket.getaddrinfo(value, None, socket.AF_INET)
-            return None
-        except OSError:
+            return socket.getaddrinfo(value, None, socket.AF_INET)[0][4][0]
+        except (OSError, UnicodeError):
             pass
-    return "an IPv4 address (e.g. 192.168.1.100) or a resolvable host name"
+    return None
+
+
+def check_ipv4_host(value: str) -> str | None:
+    """Spec check: an IPv4 literal or a host name that resolves."""
+    return None if resolve_ipv4_host(value) is not None else IPV4_HOST
 
 
 def check_name(value: str) -> str | None:

@@ -12,20 +12,15 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from vr_stream_ros.graph import launches as graph
 from vr_stream_ros.graph.param_spec import ParameterError
-
-
-def executable_path(name: str) -> str:
-    """lib/vr_stream_ros/<name> in the installed package (what `ros2 run` starts)."""
-    from ament_index_python.packages import get_package_prefix
-    return os.path.join(get_package_prefix(graph.PACKAGE), "lib", graph.PACKAGE, name)
+from vr_stream_ros.graph.processes import ProcessGroup, executable_path
 
 
 def node_commands(arguments: dict[str, str], config: str | None = None
@@ -40,12 +35,11 @@ def optional_nodes(arguments: dict[str, str], config: str | None = None) -> set[
     return {n.name for n in graph.node_launches(arguments, config) if not n.essential}
 
 
-def _pump(prefix: str, stream, quiet_info: bool) -> None:
-    for raw in iter(stream.readline, b""):
-        line = raw.decode(errors="replace").rstrip()
-        if quiet_info and "[DEBUG]" in line:
-            continue
-        print(f"{prefix} {line}" if prefix else line, flush=True)
+def _printer(prefix: str, quiet_debug: bool) -> Callable[[str], None]:
+    def echo(line: str) -> None:
+        if not (quiet_debug and "[DEBUG]" in line):
+            print(f"{prefix} {line}" if prefix else line, flush=True)
+    return echo
 
 
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, str]]:
@@ -78,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"[vr_stream_run] {exc}", file=sys.stderr)
         return 2
-    summary_path = ns.summary_json or os.path.join(
-        tempfile.mkdtemp(prefix="vr_stream_run_"), "receiver.json")
+    log_dir = tempfile.mkdtemp(prefix="vr_stream_run_")
+    summary_path = ns.summary_json or os.path.join(log_dir, "receiver.json")
     receiver = [sys.executable, "-m", "vr_stream_ros.tools.receiver",
                 "--port", values["headset_port"], "--summary-json", summary_path]
     if values["transport"] == "tcp":
@@ -93,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[vr_stream_run] receiver on port {values['headset_port']} "
               f"({values['transport']}) standing in for the headset; nodes: "
               f"{', '.join(n for n, _ in commands)}", flush=True)
-    procs: list[tuple[str, subprocess.Popen]] = []
+    group = ProcessGroup(log_dir)
     stopping = threading.Event()
 
     def _stop(*_: object) -> None:
@@ -102,19 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     for name, cmd in [*([] if webrtc else [("receiver", receiver)]), *commands]:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        prefix = "" if name == "receiver" else f"[{name}]"
         quiet = not (webrtc and name == "headset_bridge_node")  # its log has the URL
-        threading.Thread(target=_pump, args=(prefix, proc.stdout, quiet), daemon=True).start()
-        procs.append((name, proc))
+        group.start(name, cmd, echo=_printer("" if name == "receiver" else f"[{name}]", quiet))
         if name == "receiver":
             time.sleep(0.3)  # listening before the bridge sends (TCP connects at once)
     deadline = time.monotonic() + ns.duration if ns.duration > 0 else float("inf")
     failed = None
     gone: set[str] = set()
     while not stopping.is_set() and time.monotonic() < deadline:
-        for name, proc in procs:
+        for name, proc, _log in group.procs:
             if proc.poll() is None or name in gone:
                 continue
             if name in optional:  # the detector: the video path goes on without it
@@ -127,15 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             break
         time.sleep(0.1)
-    for _name, proc in reversed(procs):  # bridge, camera, then receiver
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    time.sleep(0.2)  # let the output threads drain
+    group.stop_all(timeout=5)  # bridge, camera, then receiver; their output drained
     if failed:
         print(f"[vr_stream_run] stopped early: {failed}", file=sys.stderr, flush=True)
         return 1
@@ -150,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     decoded = summary.get("frames_decoded", 0)
     print(f"[vr_stream_run] done: {decoded} frames decoded at the receiver "
-          f"(summary: {summary_path})", flush=True)
+          f"(summary: {summary_path}, logs: {log_dir})", flush=True)
     return 0 if decoded > 0 else 1
 
 

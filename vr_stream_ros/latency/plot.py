@@ -20,9 +20,8 @@ matplotlib.use("Agg")  # files only: no display on a robot, none in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vr_stream_ros.latency.profiler import LatencyProfiler
-
-PERCENTILES = (50, 95, 99)
+from vr_stream_ros.latency.percentiles import summarize
+from vr_stream_ros.latency.profiler import MISSING, LatencyProfiler
 
 
 @dataclass(frozen=True)
@@ -36,39 +35,36 @@ class Series:
 
 def stage_series(profiler: LatencyProfiler) -> tuple[list[Series], Series]:
     """Consecutive-mark intervals in recording order, and end-to-end."""
-    frames = list(profiler.frames.values())
-    marks: list[str] = []
-    for f in frames:
-        marks += [m for m in f if m not in marks]
+    _ids, cols = profiler.columns()
+    marks = list(cols)
     if len(marks) < 2:
         raise ValueError(f"the recording has {len(marks)} mark(s) per frame; expected at "
                          "least 2 (e.g. capture and sent)")
     first = marks[0]
-    t0 = min(f[first] for f in frames if first in f)
+    has_first = cols[first] != MISSING
+    t0 = int(cols[first][has_first].min())
     # End-to-end ends at the last mark that most frames have (the headset's marks are
     # missing while no receiver reports).
-    last = next(m for m in reversed(marks) if sum(m in f for f in frames) * 2 >= len(frames))
-    stages = [_series(f"{a} -> {b}", frames, a, b, first, t0)
+    last = next(m for m in reversed(marks) if (cols[m] != MISSING).sum() * 2 >= _ids.size)
+    stages = [_series(f"{a} -> {b}", cols, a, b, first, t0)
               for a, b in itertools.pairwise(marks)]
-    end = _series(f"{first} -> {last}", frames, first, last, first, t0)
+    end = _series(f"{first} -> {last}", cols, first, last, first, t0)
     if end.ms.size == 0:
         raise ValueError(f"no frame has both '{first}' and '{last}'")
     return [s for s in stages if s.ms.size], end
 
 
-def _series(name: str, frames: list[dict[str, int]], a: str, b: str, first: str, t0: int
+def _series(name: str, cols: dict[str, np.ndarray], a: str, b: str, first: str, t0: int
             ) -> Series:
-    rows = [(f[first], f[b] - f[a]) for f in frames if a in f and b in f and first in f]
-    if not rows:
-        return Series(name, np.empty(0), np.empty(0))
-    arr = np.asarray(rows, dtype=np.float64)
-    return Series(name, (arr[:, 0] - t0) / 1e9, arr[:, 1] / 1e6)
+    sel = (cols[a] != MISSING) & (cols[b] != MISSING) & (cols[first] != MISSING)
+    return Series(name, (cols[first][sel] - t0) / 1e9, (cols[b][sel] - cols[a][sel]) / 1e6)
 
 
 def plot(profiler: LatencyProfiler, out_path: str, title: str = "") -> dict[str, float]:
     """Write the PNG; returns end-to-end p50/p95/p99 in ms (what the histogram marks)."""
     stages, end = stage_series(profiler)
-    pcts = dict(zip(PERCENTILES, np.percentile(end.ms, PERCENTILES), strict=True))
+    summary = summarize(end.ms)
+    pcts = {50: summary.p50, 95: summary.p95, 99: summary.p99}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), dpi=100,
                                       gridspec_kw={"height_ratios": (3, 2)})
     for s in stages:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vr_stream_ros.latency.percentiles import summarize
+
 
 @dataclass(frozen=True)
 class StageSummary:
@@ -44,10 +46,8 @@ class StageWindow:
         """Percentiles of the samples in the window (zeros when empty)."""
         if self._n == 0:
             return StageSummary(self.name, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
-        data = self._buf[: self._n] / 1e6
-        p50, p95, p99 = np.percentile(data, (50, 95, 99))
-        return StageSummary(self.name, float(p50), float(p95), float(p99),
-                            float(data.max()), float(data.mean()), self._n, float(data.min()))
+        p = summarize(self._buf[: self._n] / 1e6)
+        return StageSummary(self.name, p.p50, p.p95, p.p99, p.max, p.mean, p.samples, p.min)
 
 
 class PipelineStats:

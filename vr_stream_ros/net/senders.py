@@ -13,7 +13,6 @@ recorded in ``refused``, never raised; ``applied`` holds what took effect, read 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import struct
@@ -21,6 +20,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vr_stream_ros.graph.param_spec import (
+    IPV4_HOST,
+    ParameterError,
+    ParamSpec,
+    Value,
+    resolve_ipv4_host,
+)
 from vr_stream_ros.rtp.packet import Rfc4571Decoder
 
 Packet = bytes | memoryview
@@ -42,33 +48,29 @@ _IOV_MAX -= _IOV_MAX % 2  # keep (length, packet) pairs together in one sendmsg
 
 
 def resolve_ipv4(host: str, param: str = "headset_ip") -> str:
-    """An IPv4 literal, or the address a host name resolves to; ValueError naming ``param``."""
-    if isinstance(host, str):
-        try:
-            return str(ipaddress.IPv4Address(host))
-        except ValueError:
-            pass
-        if any(c.isalpha() for c in host):  # '300.1.1.1' and '1.2.3' are not host names
-            try:
-                return socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
-            except (OSError, UnicodeError):
-                pass
-    raise ValueError(f"parameter '{param}': got {host!r}, expected an IPv4 address "
-                     "(e.g. 192.168.1.100) or a resolvable host name")
+    """An IPv4 literal, or the address a host name resolves to; ParameterError naming ``param``."""
+    address = resolve_ipv4_host(host)
+    if address is None:
+        raise ParameterError(f"parameter '{param}': got {host!r}, expected {IPV4_HOST}")
+    return address
+
+
+def _library_value(spec: ParamSpec, value: object) -> Value:
+    """``spec.validate`` for a Python argument: numbers only (no text to convert)."""
+    if isinstance(value, str):
+        raise ParameterError(f"parameter '{spec.name}': got {value!r}, expected "
+                             f"{spec.allowed()}")
+    return spec.validate(value)
 
 
 def check_port(port: int, param: str = "headset_port") -> int:
-    """``port`` if it is an int in 1..65535; ValueError naming ``param`` otherwise."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"parameter '{param}': got {port!r}, expected an integer in 1..65535")
-    return port
+    """``port`` if it is an int in 1..65535; ParameterError naming ``param`` otherwise."""
+    return _library_value(ParamSpec(param, 1, "", min=1, max=65535), port)
 
 
 def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < low or (
-            high is not None and value > high):
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"parameter '{name}': got {value!r}, expected a number {bound}")
+    """``value`` within low..high (no upper bound: None), an int when ``low`` is one."""
+    _library_value(ParamSpec(name, low, "", min=low, max=high), value)
 
 
 @dataclass
@@ -179,7 +181,7 @@ class UdpRtpSender:
         self.address = (resolve_ipv4(host), check_port(port))
         _check_range("dscp", dscp, 0, 63)
         _check_range("sndbuf", sndbuf, 1024)
-        _check_range("max_rate_bps", max_rate_bps, 0)
+        _check_range("max_rate_bps", max_rate_bps, 0.0)
         _check_range("burst_bytes", burst_bytes, 1)
         self.stats = SenderStats()
         self.applied: dict[str, int | str] = {}
@@ -336,7 +338,7 @@ class TcpRtpSender:
         _check_range("sndbuf", sndbuf, 1024)
         _check_range("connect_timeout", connect_timeout, 0.001)
         _check_range("notsent_lowat", notsent_lowat, 1)
-        _check_range("user_timeout", user_timeout, 0)
+        _check_range("user_timeout", user_timeout, 0.0)
         if (not isinstance(reconnect_backoff, tuple | list) or len(reconnect_backoff) != 2
                 or not 0 < reconnect_backoff[0] <= reconnect_backoff[1]):
             raise ValueError(f"parameter 'reconnect_backoff': got {reconnect_backoff!r}, "

@@ -50,6 +50,11 @@ def ns_to_uq32_32(ns: int) -> int:
     return ((seconds & 0xFFFFFFFF) << 32) | ((rest << 32) // _NS_PER_S)
 
 
+def rtp_timestamp(capture_ns: int) -> int:
+    """The 90 kHz RTP timestamp (RFC 3550, video clock) of a capture time, mod 2**32."""
+    return (capture_ns * 9 // 100_000) & 0xFFFFFFFF
+
+
 def uq32_32_to_ns(value: int) -> int:
     """A 64-bit UQ32.32 number of seconds to nanoseconds (rounded to the nearest)."""
     fraction_ns = ((value & 0xFFFFFFFF) * _NS_PER_S + (1 << 31)) >> 32

@@ -14,11 +14,6 @@ IDLE_MAX_S = 0.25
 """Longest wait for a frame before the loop gives the sink its idle work anyway."""
 
 
-def rtp_timestamp(capture_ns: int) -> int:
-    """90 kHz RTP timestamp of a capture time."""
-    return (capture_ns * 9 // 100_000) & 0xFFFFFFFF
-
-
 class Outcome(enum.Enum):
     """What became of one frame handed to a sink."""
 

@@ -18,13 +18,13 @@ from vr_stream_ros.net.senders import TcpRtpSender, UdpRtpSender
 from vr_stream_ros.ring.frame_ring import FrameView
 from vr_stream_ros.rtp.feedback import HeadsetFeedback
 from vr_stream_ros.rtp.jpeg import JpegPacketizer
+from vr_stream_ros.rtp.packet import rtp_timestamp
 from vr_stream_ros.rtp.rtcp import DetectionsMeta, detections_app, is_rtcp, sender_report
 from vr_stream_ros.sinks.base import (
     FrameSink,
     HeadsetStatus,
     Outcome,
     SendOutcome,
-    rtp_timestamp,
 )
 from vr_stream_ros.sinks.frame_loss import FrameLossCounter
 from vr_stream_ros.sinks.stream_stats import StreamStats

@@ -1,7 +1,8 @@
 """What the dashboard shows of the machine: CPUs, processes, network, temperature.
 
-Plain reads (psutil, /proc, /sys, vcgencmd); no rclpy. Each reading says what it could
-not read instead of guessing, so the dashboard can print "n/a (why)".
+Plain reads (psutil, /proc; temperature and throttling from system/thermal.py); no
+rclpy. Each reading says what it could not read instead of guessing, so the dashboard
+can print "n/a (why)".
 
     monitor = SystemMonitor()
     snap = monitor.sample({"/camera_node": 1234})   # ROS node name -> pid
@@ -10,27 +11,17 @@ not read instead of guessing, so the dashboard can print "n/a (why)".
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 
 import psutil
 
 from vr_stream_ros.system.realtime import format_cpu_ranges
+from vr_stream_ros.system.thermal import read_temperature, read_throttled, throttle_flags
 
 POLICY_NAMES = {os.SCHED_OTHER: "other", os.SCHED_FIFO: "fifo", os.SCHED_RR: "rr",
                 os.SCHED_BATCH: "batch", os.SCHED_IDLE: "idle"}
-
-THROTTLE_BITS = {0: "under-voltage now", 1: "ARM frequency capped now", 2: "throttled now",
-                 3: "soft temperature limit now", 16: "under-voltage has occurred",
-                 17: "frequency capping has occurred", 18: "throttling has occurred",
-                 19: "soft temperature limit has occurred"}
-"""Bits of the Raspberry Pi firmware's get_throttled word."""
-
-FIRMWARE_THROTTLED = "/sys/devices/platform/soc/soc:firmware/get_throttled"
 
 
 @dataclass(frozen=True)
@@ -83,9 +74,7 @@ class SocStatus:
     @property
     def throttle_flags(self) -> list[str]:
         """Names of the set throttling bits (empty when none or unknown)."""
-        if not self.throttled:
-            return []
-        return [name for bit, name in THROTTLE_BITS.items() if self.throttled >> bit & 1]
+        return throttle_flags(self.throttled)
 
 
 @dataclass(frozen=True)
@@ -118,45 +107,6 @@ def read_process(proc: psutil.Process) -> ProcessInfo:
     return ProcessInfo(proc.pid, cpu_percent=cpu, rss_mib=rss, affinity=affinity,
                        policy=POLICY_NAMES.get(policy, str(policy)), priority=priority,
                        threads=threads)
-
-
-def read_temperature(root: str = "/") -> tuple[float | None, str]:
-    """Hottest thermal zone in C and where it was read (a Pi 5: thermal_zone0, cpu-thermal)."""
-    base = os.path.join(root, "sys/class/thermal")
-    best: tuple[float, str] | None = None
-    with contextlib.suppress(OSError):
-        for zone in sorted(os.listdir(base)):
-            if not zone.startswith("thermal_zone"):
-                continue
-            try:
-                with open(os.path.join(base, zone, "temp")) as f:
-                    value = int(f.read().strip()) / 1000
-            except (OSError, ValueError):
-                continue
-            kind = ""
-            with contextlib.suppress(OSError), open(os.path.join(base, zone, "type")) as f:
-                kind = f.read().strip()
-            where = f"/sys/class/thermal/{zone}" + (f" ({kind})" if kind else "")
-            if best is None or value > best[0]:
-                best = (value, where)
-    if best is None:
-        return None, "no /sys/class/thermal zone on this machine"
-    return best
-
-
-def read_throttled(root: str = "/") -> tuple[int | None, str]:
-    """The Pi firmware's throttling word: `vcgencmd get_throttled`, else the sysfs file."""
-    vcgencmd = shutil.which("vcgencmd") if root == "/" else None
-    if vcgencmd:
-        with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
-            out = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True,
-                                 timeout=2).stdout.strip()
-            if "=" in out:
-                return int(out.partition("=")[2], 16), "vcgencmd get_throttled"
-    path = os.path.join(root, FIRMWARE_THROTTLED.lstrip("/"))
-    with contextlib.suppress(OSError, ValueError), open(path) as f:
-        return int(f.read().strip(), 16), FIRMWARE_THROTTLED
-    return None, "no vcgencmd and no firmware get_throttled (a Raspberry Pi has them)"
 
 
 class SystemMonitor:

@@ -21,6 +21,8 @@ import pwd
 import resource
 from dataclasses import dataclass, field
 
+from vr_stream_ros.graph.param_spec import parse_cpu_list
+
 POLICIES = {"other": os.SCHED_OTHER, "fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
 """sched_policy parameter value -> kernel policy."""
 GC_MODES = ("default", "freeze", "manual")
@@ -40,18 +42,9 @@ class RealtimeRefused(RuntimeError):
     """``require_realtime`` was set and the kernel refused part of the set-up."""
 
 
-def parse_cpu_ranges(text: str) -> list[int]:
-    """'0-2,5' -> [0, 1, 2, 5], the kernel's CPU list format ('' -> [])."""
-    cpus: list[int] = []
-    for part in text.strip().split(","):
-        if part.strip():
-            lo, _, hi = part.partition("-")
-            cpus += range(int(lo), int(hi or lo) + 1)
-    return cpus
-
-
 def format_cpu_ranges(cpus: list[int] | tuple[int, ...] | set[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5', as /proc and /sys print CPU lists."""
+    """[0, 1, 2, 5] -> '0-2,5', as /proc and /sys print CPU lists (the inverse of
+    ``parse_cpu_list``)."""
     spans: list[tuple[int, int]] = []
     for cpu in sorted(set(cpus)):
         if spans and spans[-1][1] == cpu - 1:
@@ -65,7 +58,7 @@ def online_cpus() -> list[int]:
     """CPUs that exist and are online (/sys/devices/system/cpu/online)."""
     try:
         with open("/sys/devices/system/cpu/online") as f:
-            return parse_cpu_ranges(f.read())
+            return list(parse_cpu_list(f.read()))
     except (OSError, ValueError):
         return sorted(os.sched_getaffinity(0))
 
@@ -270,7 +263,7 @@ def read_proc_status(pid: int) -> dict:
             value = value.strip()
             if key == "Cpus_allowed_list":
                 status["cpus"] = value
-                status["cpu_list"] = parse_cpu_ranges(value)
+                status["cpu_list"] = list(parse_cpu_list(value))
             elif key == "VmLck":
                 status["vmlck_kb"] = int(value.split()[0])
             elif key == "Name":

@@ -32,8 +32,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vr_stream_ros.system.monitor import THROTTLE_BITS
-from vr_stream_ros.system.realtime import format_cpu_ranges, parse_cpu_ranges
+from vr_stream_ros.graph.param_spec import parse_cpu_list
+from vr_stream_ros.system.realtime import format_cpu_ranges
+from vr_stream_ros.system.thermal import read_temperature, read_throttled, throttle_flags
 
 SYSCTL_FILE = "etc/sysctl.d/90-vr-stream-ros.conf"
 LIMITS_FILE = "etc/security/limits.d/90-vr-stream-ros.conf"
@@ -70,7 +71,6 @@ SYSCTL_WHY = {
 }
 MODELS_PI5 = ("Raspberry Pi 5", "Raspberry Pi Compute Module 5")
 _TEMP_WARN_C = 75.0
-_THROTTLE_BITS = THROTTLE_BITS
 
 
 class TuneError(Exception):
@@ -305,41 +305,26 @@ def check_governor(m: Machine) -> Check:
 
 
 def check_temperature(m: Machine) -> Check:
-    temps = []
-    for rel in m.glob("sys/class/thermal/thermal_zone*/temp"):
-        value = m.read(rel)
-        if value and value.lstrip("-").isdigit():
-            temps.append(int(value) / 1000)
-    if not temps:
+    hottest, where = read_temperature(str(m.root))
+    if hottest is None:
         return _na("temperature", "no thermal zone")
-    hottest = max(temps)
     if hottest < _TEMP_WARN_C:
-        return Check("OK", "temperature", f"{hottest:.1f} C")
-    return Check("WARN", "temperature", f"{hottest:.1f} C",
+        return Check("OK", "temperature", f"{hottest:.1f} C ({where})")
+    return Check("WARN", "temperature", f"{hottest:.1f} C ({where})",
                  "add a cooler (Active Cooler on a Pi 5): the clock is cut at 80-85 C")
 
 
 def check_throttling(m: Machine) -> Check:
-    text = None
-    vcgencmd = m.which("vcgencmd")
-    if vcgencmd:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            text = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True,
-                                  timeout=5).stdout.strip()
-    if not text:
-        files = m.glob("sys/devices/platform/soc*/*firmware/get_throttled")
-        if files:
-            text = f"throttled=0x{int(m.read(files[0]) or '0', 16):x}"
-    if not text or "=" not in text:
+    value, source = read_throttled(str(m.root))
+    if value is None:
         if m.is_pi5:
-            return Check("INFO", "throttling", "cannot read: no vcgencmd, no firmware "
-                         "get_throttled", "install Raspberry Pi OS's vcgencmd" if m.live else "")
+            return Check("INFO", "throttling", f"cannot read: {source}",
+                         "install Raspberry Pi OS's vcgencmd" if m.live else "")
         return _na("throttling", "vcgencmd get_throttled exists on a Raspberry Pi only")
-    value = int(text.partition("=")[2], 16)
+    text = f"throttled=0x{value:x} ({source})"
     if value == 0:
         return Check("OK", "throttling", text)
-    flags = ", ".join(name for bit, name in _THROTTLE_BITS.items() if value >> bit & 1)
-    return Check("WARN", "throttling", f"{text} ({flags})",
+    return Check("WARN", "throttling", f"{text}: {', '.join(throttle_flags(value))}",
                  "use the official 27 W (5 V 5 A) supply and a cooler")
 
 
@@ -414,7 +399,7 @@ def check_irq_affinity(m: Machine) -> list[Check]:
     interrupts = m.read("proc/interrupts")
     if interrupts is None:
         return [_na("network IRQ affinity", "/proc/interrupts")]
-    isolated = set(parse_cpu_ranges(m.read("sys/devices/system/cpu/isolated") or ""))
+    isolated = set(parse_cpu_list(m.read("sys/devices/system/cpu/isolated") or ""))
     out = []
     for iface in _interfaces(m):
         names = _irq_names(m, iface)
@@ -432,9 +417,9 @@ def check_irq_affinity(m: Machine) -> list[Check]:
             out.append(Check("INFO", item, "no IRQ of this interface found in /proc/interrupts"))
             continue
         text = ", ".join(f"IRQ {i} -> CPUs {c}" for i, c in irqs)
-        on_isolated = [i for i, c in irqs if c != "?" and set(parse_cpu_ranges(c)) & isolated]
+        on_isolated = [i for i, c in irqs if c != "?" and set(parse_cpu_list(c)) & isolated]
         if on_isolated:
-            keep = format_cpu_ranges(set(parse_cpu_ranges(
+            keep = format_cpu_ranges(set(parse_cpu_list(
                 m.read("sys/devices/system/cpu/online") or "0")) - isolated) or "0"
             out.append(Check("WARN", item, text + " (reaches isolated CPUs)",
                              f"echo {keep} | sudo tee " + " ".join(

@@ -30,10 +30,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import simplejpeg
 
 from vr_stream_ros.camera.pattern import read_stamp
+from vr_stream_ros.latency.percentiles import summarize
+from vr_stream_ros.net.senders import check_port
 from vr_stream_ros.rtp.jpeg import JpegDepacketizer, ReceivedFrame
 from vr_stream_ros.rtp.packet import Rfc4571Decoder, frame_rfc4571
 from vr_stream_ros.rtp.rtcp import (
@@ -64,13 +65,9 @@ def _grow_rcvbuf(sock: socket.socket, size: int) -> int:
 
 
 def _percentiles(samples: list[float]) -> dict[str, float] | None:
-    if not samples:
-        return None
-    a = np.asarray(samples)
-    p50, p95, p99 = np.percentile(a, (50, 95, 99))
-    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3),
-            "p99": round(float(p99), 3), "max": round(float(a.max()), 3),
-            "mean": round(float(a.mean()), 3)}
+    """p50/p95/p99/max/mean/samples rounded to 3 decimals, None without samples."""
+    p = summarize(samples)
+    return p.as_dict() if p else None
 
 
 @dataclass
@@ -420,8 +417,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulate a headset clock this far off (tests the bridge's "
                              "offset estimate; this receiver's own figures stay true)")
     ns = parser.parse_args(argv)
-    if not 1 <= ns.port <= 65535:
-        parser.error(f"--port: got {ns.port}, expected 1..65535")
+    try:
+        check_port(ns.port, "--port")
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         receiver = StreamReceiver(ns.port, ns.bind, tcp=ns.tcp, same_clock=ns.assume_same_clock,
                                   report_interval=ns.report_interval,
