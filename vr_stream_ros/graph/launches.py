@@ -169,7 +169,7 @@ def check_argument_names(names: Iterable[str], ignored: Iterable[str] = ()) -> N
     hint = (f"did you mean '{close[0]}'?" if close
             else f"known: {', '.join(sorted(known))}")
     raise ParameterError(f"launch argument '{name}' is not known; {hint} "
-                         "(--show-args lists them all)")
+                         "(docs/reference.md lists them all)")
 
 
 def _ros_literal(value: Value) -> str:
