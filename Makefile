@@ -26,6 +26,11 @@ lint: setup
 test: setup lint
 	@$(ENV) python -m pytest -q -rs test $(PYTEST_ARGS)
 
+# docs/reference.md from the parameter/topic specs, launch arguments and msg/ (a test checks it).
+.PHONY: reference
+reference: setup
+	@$(ENV) python -m vr_stream_ros.graph.reference
+
 bench: setup
 	@$(ENV) python -m vr_stream_ros.bench.pipeline
 

@@ -82,7 +82,7 @@ def backend_of(model: str) -> str:
 
 
 def offline_environment(config_dir: str | None = None) -> None:
-    """Ultralytics and OpenVINO settings that keep them off the network (DESIGN.md)."""
+    """Ultralytics and OpenVINO settings that keep them off the network (docs/design.md)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_VERBOSE", "false")

@@ -7,14 +7,19 @@ so the launch file and ``make run`` cannot drift apart. No rclpy, no launch impo
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import yaml
 
 from vr_stream_ros.graph.node_params import BRIDGE_PARAMS, CAMERA_PARAMS, DETECTOR_PARAMS
 from vr_stream_ros.graph.param_spec import ParameterError, ParamSpec, Value
+
+LARGE_SHM_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
+"""Where Fast DDS (Jazzy's rmw_fastrtps) reads an XML profile at process start."""
 
 PACKAGE = "vr_stream_ros"
 EVERY_NODE = "*"  # a launch argument that sets the same parameter on every node having it
@@ -57,13 +62,24 @@ class NodeLaunch:
     package: str = PACKAGE
     essential: bool = True
     """False for the detector: if it exits, the video path keeps going."""
+    namespace: str = ""
+    """ROS namespace ('' = the root); the nodes' topics are relative, so they move with it."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables the process needs beyond the caller's (large_shm:=true)."""
 
     def ros_args(self) -> list[str]:
         """Command-line ROS arguments equivalent to the launch file's Node action."""
         args = ["--ros-args", "-r", f"__node:={self.name}"]
+        if self.namespace:
+            args += ["-r", f"__ns:={self.namespace}"]
         for key, value in self.parameters.items():
             args += ["-p", f"{key}:={_ros_literal(value)}"]
         return args
+
+    def command(self, executable_path: str) -> list[str]:
+        """argv starting this node from its installed executable (``make run``)."""
+        env = [f"{k}={v}" for k, v in self.env.items()]
+        return [*(["env", *env] if env else []), executable_path, *self.ros_args()]
 
 
 NODES: tuple[tuple[str, tuple[ParamSpec, ...]], ...] = (
@@ -86,6 +102,9 @@ _ARGUMENTS = (
     ("imgsz", "detector_node"),
     ("sdp_path", "headset_bridge_node"),
     ("record_path", "headset_bridge_node"),
+    ("webrtc_port", "headset_bridge_node"),
+    ("webrtc_bind", "headset_bridge_node"),
+    ("webrtc_token", "headset_bridge_node"),
 )
 
 
@@ -102,13 +121,55 @@ RT_PROFILE = ParamSpec(
 YOLO = ParamSpec(
     "yolo", False, "Start detector_node (YOLO beside the video path; needs the YOLO extra).")
 
+NAMESPACE_RULE = "a ROS namespace like 'robot2' or '/robot2/vr' ('' = the root)"
+
+
+def check_namespace(value: str) -> str | None:
+    """Spec check: '' or ROS name tokens separated by '/' (an optional leading '/')."""
+    token = r"[A-Za-z_][A-Za-z0-9_]*"
+    return None if re.fullmatch(rf"(/?{token}(/{token})*)?", value) else NAMESPACE_RULE
+
+
+NAMESPACE = ParamSpec(
+    "namespace", "", "ROS namespace of every node; their topics are relative, so they move "
+    "with it (robot2 -> /robot2/frame_ref, /robot2/latency); /diagnostics stays global.",
+    check=check_namespace, expects=NAMESPACE_RULE)
+
+LARGE_SHM = ParamSpec(
+    "large_shm", False, f"Export config/fastdds_large_shm.xml as {LARGE_SHM_ENV} to every "
+    "node: Fast DDS with a 32 MiB shared-memory segment, so image_raw at full rate arrives "
+    "(its subscribers need the same variable).")
+
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     *(LaunchArgument(name, node, _spec(node, name)) for name, node in _ARGUMENTS),
     # A second instance on one host needs its own ring (and sdp_path, ports, namespace).
     LaunchArgument("ring_name", EVERY_NODE, _spec("camera_node", "ring_name")),
     LaunchArgument("rt_profile", "", RT_PROFILE),  # not a node parameter: selects a file
     LaunchArgument("yolo", "", YOLO),  # not a node parameter: adds a node
+    LaunchArgument("namespace", "", NAMESPACE),  # not a node parameter: where nodes live
+    LaunchArgument("large_shm", "", LARGE_SHM),  # not a node parameter: the environment
 )
+
+CONFIG_ARGUMENT = "config"
+"""The launch argument naming the parameters file (``make run --config``)."""
+
+
+def check_argument_names(names: Iterable[str], ignored: Iterable[str] = ()) -> None:
+    """Refuse a launch argument no one declares, naming the closest known one.
+
+    ``widht:=640`` would otherwise be ignored without a word. ``ignored``: names that
+    belong to the launch machinery (e.g. launch_ros's ``ros_namespace``).
+    """
+    known = {a.name for a in LAUNCH_ARGUMENTS} | {CONFIG_ARGUMENT}
+    unknown = sorted(set(names) - known - set(ignored))
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = (f"did you mean '{close[0]}'?" if close
+            else f"known: {', '.join(sorted(known))}")
+    raise ParameterError(f"launch argument '{name}' is not known; {hint} "
+                         "(docs/reference.md lists them all)")
 
 
 def _ros_literal(value: Value) -> str:
@@ -170,14 +231,14 @@ def argument_defaults(config: Mapping[str, Mapping[str, Value]]) -> dict[str, st
 
 def node_launches(arguments: Mapping[str, str], config_path: str | None = None
                   ) -> list[NodeLaunch]:
-    """The nodes to start for these launch argument values (validated, in start order)."""
-    config_path = config_path or default_config_path()
+    """The nodes to start for these launch argument values (validated, in start order).
+
+    ``config:=path`` among ``arguments`` names the parameters file, like ``config_path``.
+    """
+    check_argument_names(arguments)
+    arguments = dict(arguments)
+    config_path = arguments.pop(CONFIG_ARGUMENT, "") or config_path or default_config_path()
     config = load_config(config_path)
-    known = {a.name for a in LAUNCH_ARGUMENTS}
-    unknown = sorted(set(arguments) - known)
-    if unknown:
-        raise ParameterError(f"launch argument '{unknown[0]}' is not known; "
-                             f"known: {', '.join(sorted(known))}")
     # An empty value means "as the config file says" (the launch file's defaults).
     values = {**_default_values(config), **{k: v for k, v in arguments.items() if v != ""}}
     profile = RT_PROFILE.validate(values["rt_profile"])
@@ -186,6 +247,12 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
         package_config = os.path.dirname(default_config_path())
         overlay = load_config(os.path.join(package_config, f"rt_{profile}.yaml"))
     yolo = YOLO.validate(values["yolo"])
+    namespace = NAMESPACE.validate(values["namespace"])
+    namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    env = {}
+    if LARGE_SHM.validate(values["large_shm"]):
+        env[LARGE_SHM_ENV] = os.path.join(os.path.dirname(default_config_path()),
+                                          "fastdds_large_shm.xml")
     launches = []
     for node, specs in NODES:
         if node == "detector_node" and not yolo:
@@ -201,17 +268,6 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
                                      f"'{key}'; known: {', '.join(sorted(known_names))}")
         # Validate here, so a bad value is refused before any process starts.
         parameters = {s.name: s.validate(merged[s.name]) for s in specs if s.name in merged}
-        launches.append(NodeLaunch(node, node, parameters,
-                                   essential=node != "detector_node"))
-    _check_rtp_jpeg_size(launches[0].parameters)
+        launches.append(NodeLaunch(node, node, parameters, essential=node != "detector_node",
+                                   namespace=namespace, env=dict(env)))
     return launches
-
-
-def _check_rtp_jpeg_size(camera: dict[str, Value]) -> None:
-    """RTP/JPEG (RFC 2435) carries sizes that are multiples of 8 up to 2040."""
-    for name in ("width", "height"):
-        value = camera.get(name, 0)
-        if value % 8 or value > 2040:
-            raise ParameterError(
-                f"parameter '{name}': got {value}, expected a multiple of 8 up to 2040 "
-                "(what RTP/JPEG can carry to the headset)")

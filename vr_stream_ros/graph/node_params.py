@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from vr_stream_ros.graph.param_spec import ParamSpec, check_cpu_list, check_ipv4_host, check_name
+from vr_stream_ros.graph.param_spec import (
+    CPU_LIST,
+    IPV4_HOST,
+    NAME,
+    ParamSpec,
+    check_cpu_list,
+    check_ipv4_host,
+    check_name,
+)
 
 RT_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("cpu_affinity", "", "CPUs for this node's threads, e.g. '2' or '2,3' ('' = any).",
-              check=check_cpu_list, any_type=True),
+              check=check_cpu_list, expects=CPU_LIST, any_type=True),
     ParamSpec("sched_policy", "other", "Scheduling policy: other (normal), fifo or rr (real time).",
               choices=("other", "fifo", "rr")),
     ParamSpec("rt_priority", 0, "Real-time priority 1..99 for fifo/rr (0 with other).",
@@ -24,7 +32,7 @@ RT_PARAMS: tuple[ParamSpec, ...] = (
 RING_NAME = ParamSpec(
     "ring_name", "vr_stream_ros_frames",
     "Shared-memory frame ring (/dev/shm/<ring_name>); camera and consumers must agree.",
-    check=check_name)
+    check=check_name, expects=NAME)
 
 CAMERA_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("camera", "synthetic", "Camera backend.",
@@ -32,8 +40,12 @@ CAMERA_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "/dev/video0", "V4L2 device (camera:=v4l2)."),
     ParamSpec("file_path", "", "Video file played in a loop (camera:=file)."),
     ParamSpec("camera_index", 0, "libcamera camera number (camera:=picamera2).", min=0, max=7),
-    ParamSpec("width", 1280, "Frame width in pixels.", min=128, max=4096),
-    ParamSpec("height", 720, "Frame height in pixels.", min=64, max=4096),
+    # RTP/JPEG (RFC 2435) carries sizes in units of 8 pixels up to 2040: the whole graph
+    # exists to reach the headset, so the camera refuses what the bridge could not send.
+    ParamSpec("width", 1280, "Frame width in pixels (RTP/JPEG carries multiples of 8 up to "
+              "2040).", min=128, max=2040, step=8),
+    ParamSpec("height", 720, "Frame height in pixels (RTP/JPEG carries multiples of 8 up to "
+              "2040).", min=64, max=2040, step=8),
     ParamSpec("fps", 60.0, "Frames per second.", min=1.0, max=240.0),
     ParamSpec("pixel_format", "rgb8", "Pixel format in the ring (sensor_msgs encoding).",
               choices=("rgb8", "bgr8")),
@@ -52,9 +64,12 @@ CAMERA_PARAMS: tuple[ParamSpec, ...] = (
     *RT_PARAMS,
 )
 
+BIND = "an IPv4 address of this host (0.0.0.0 = every interface)"
+RECORD = "a path ending in .csv or .json, or ''"
+
 BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("headset_ip", "127.0.0.1", "Headset (receiver) IPv4 address or host name.",
-              check=check_ipv4_host),
+              check=check_ipv4_host, expects=IPV4_HOST),
     ParamSpec("headset_port", 5004, "Headset (receiver) RTP port.", min=1, max=65535),
     ParamSpec("transport", "udp",
               "RTP over UDP, over TCP with RFC 4571 framing, or WebRTC to a browser (the "
@@ -89,7 +104,7 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("webrtc_bind", "0.0.0.0",
               "transport:=webrtc: address the viewer page and signaling listen on.",
               check=lambda v: None if v == "0.0.0.0" or check_ipv4_host(v) is None
-              else "an IPv4 address of this host (0.0.0.0 = every interface)"),
+              else BIND, expects=BIND),
     ParamSpec("webrtc_port", 8080, "transport:=webrtc: HTTP port of the viewer page.",
               min=1, max=65535),
     ParamSpec("webrtc_token", "",
@@ -118,16 +133,19 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("record_path", "",
               "Record every frame's stage times to this .csv or .json at exit ('' = off).",
               check=lambda v: None if v == "" or v.endswith((".csv", ".json"))
-              else "a path ending in .csv or .json, or ''"),
+              else RECORD, expects=RECORD),
     *RT_PARAMS,
 )
+
+CLASSES = "class indices separated by commas, e.g. '0' or '0,2,5' ('' = every class)"
+
 
 def check_classes(value: str) -> str | None:
     """Spec check: class indices '0', '0,2,5' ('' = every class)."""
     parts = [p.strip() for p in value.split(",")] if value.strip() else []
     if all(p.isdigit() for p in parts):
         return None
-    return "class indices separated by commas, e.g. '0' or '0,2,5' ('' = every class)"
+    return CLASSES
 
 
 def parse_classes(value: str) -> tuple[int, ...]:
@@ -139,11 +157,12 @@ DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "yolo11n.yaml",
               "Model: a .pt or .onnx file, a *_openvino_model or *_ncnn_model directory, or an "
               "Ultralytics model .yaml (random weights: for tests). Never downloaded."),
-    ParamSpec("imgsz", 320, "Inference size in pixels (a multiple of 32).", min=32, max=1280),
+    ParamSpec("imgsz", 320, "Inference size in pixels (YOLO's stride: a multiple of 32).",
+              min=32, max=1280, step=32),
     ParamSpec("conf", 0.25, "Minimum score of a box.", min=0.0, max=1.0),
     ParamSpec("iou", 0.7, "IoU threshold of non-maximum suppression.", min=0.0, max=1.0),
     ParamSpec("classes", "", "Only these class indices, e.g. '0' (person) ('' = every class).",
-              check=check_classes),
+              check=check_classes, expects=CLASSES),
     ParamSpec("max_det", 100, "Most boxes per frame.", min=1, max=1000),
     ParamSpec("device", "cpu", "Inference device (cpu on a Pi 5).", choices=("cpu",)),
     ParamSpec("threads", 1, "PyTorch CPU threads (the detector should not take every core).",

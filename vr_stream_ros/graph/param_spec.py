@@ -1,8 +1,9 @@
 """Declarative parameter specifications, checked the same way everywhere.
 
-A node declares its ROS parameters from these specs (description, range, choices),
-the launch file and ``make run`` take their defaults from them, and a bad value is
-refused with one line naming the parameter and what is allowed. No rclpy here.
+A node declares its ROS parameters from these specs (description, range, step, choices,
+read-only), the launch file and ``make run`` take their defaults from them, docs/reference.md
+is generated from them, and a bad value is refused with one line naming the parameter and
+what is allowed. No rclpy here.
 """
 
 from __future__ import annotations
@@ -30,10 +31,23 @@ class ParamSpec:
     choices: tuple[str, ...] = ()
     min: float | None = None
     max: float | None = None
+    step: int | None = None
+    """Integers only: allowed values are min, min + step, ... (ROS IntegerRange.step)."""
     check: Callable[[Any], str | None] | None = None
     """Extra check: returns what was expected when the value is wrong, else None."""
+    expects: str = ""
+    """What ``check`` accepts, in words (for docs and descriptors; '' = the type only)."""
     any_type: bool = False
     """Accept any ROS type on the command line (e.g. cpu_affinity:=2 as well as '2,3')."""
+    read_only: bool = True
+    """Read once at start: changing it means restarting the node (ros2 param set refuses)."""
+
+    def __post_init__(self) -> None:
+        if self.step is not None and not (
+                self.kind is int and self.min is not None and self.max is not None
+                and self.step > 0 and (self.max - self.min) % self.step == 0):
+            raise ValueError(f"ParamSpec '{self.name}': step needs an int range whose max is "
+                             "min + a whole number of steps")
 
     @property
     def kind(self) -> type:
@@ -44,8 +58,15 @@ class ParamSpec:
         """Human description of the allowed values, for errors and docs."""
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.expects:
+            return self.expects
         kind = {bool: "true or false", int: "an integer", float: "a number",
                 str: "a string", list: "a list"}[self.kind]
+        if self.step is not None and self.min is not None and self.max is not None:
+            span = f"{_fmt(self.min)}..{_fmt(self.max)}"
+            if self.min % self.step == 0:
+                return f"a multiple of {self.step} in {span}"
+            return f"{kind} in {span} in steps of {self.step} from {_fmt(self.min)}"
         if self.min is not None and self.max is not None:
             return f"{kind} in {_fmt(self.min)}..{_fmt(self.max)}"
         if self.min is not None:
@@ -58,7 +79,8 @@ class ParamSpec:
         wrong = None
         too_low = self.min is not None and value < self.min
         too_high = self.max is not None and value > self.max
-        if (self.choices and value not in self.choices) or too_low or too_high:
+        off_step = self.step is not None and (value - self.min) % self.step != 0
+        if (self.choices and value not in self.choices) or too_low or too_high or off_step:
             wrong = self.allowed()
         elif self.check is not None:
             wrong = self.check(value)
@@ -114,6 +136,8 @@ def validate_all(specs: Iterable[ParamSpec], values: Mapping[str, Any]) -> dict[
 
 IPV4_HOST = "an IPv4 address (e.g. 192.168.1.100) or a resolvable host name"
 """What an IPv4 host parameter expects."""
+NAME = "1-200 characters from [A-Za-z0-9_.-]"
+CPU_LIST = "a CPU list like '2', '2,3' or '0-1' ('' = any CPU)"
 
 
 def resolve_ipv4_host(value: object) -> str | None:
@@ -141,7 +165,7 @@ def check_name(value: str) -> str | None:
     """Spec check: a shared-memory-safe name."""
     if value and len(value) <= 200 and all(c.isalnum() or c in "_.-" for c in value):
         return None
-    return "1-200 characters from [A-Za-z0-9_.-]"
+    return NAME
 
 
 def parse_cpu_list(value: str) -> tuple[int, ...]:
@@ -161,4 +185,4 @@ def check_cpu_list(value: str) -> str | None:
         parse_cpu_list(value)
         return None
     except ValueError:
-        return "a CPU list like '2', '2,3' or '0-1' ('' = any CPU)"
+        return CPU_LIST

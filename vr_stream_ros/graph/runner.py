@@ -26,7 +26,7 @@ from vr_stream_ros.graph.processes import ProcessGroup, executable_path
 def node_commands(arguments: dict[str, str], config: str | None = None
                   ) -> list[tuple[str, list[str]]]:
     """(node name, argv) for every node of the graph."""
-    return [(n.name, [executable_path(n.executable), *n.ros_args()])
+    return [(n.name, n.command(executable_path(n.executable)))
             for n in graph.node_launches(arguments, config)]
 
 

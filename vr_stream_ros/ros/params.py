@@ -15,14 +15,21 @@ from rclpy.node import Node
 
 from vr_stream_ros.graph.param_spec import ParameterError, ParamSpec, Value
 
+READ_AT_START = "read at start (read-only): restart the node to change it"
+
 
 def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
-    """A ParameterDescriptor carrying the spec's description, range and choices."""
-    d = ParameterDescriptor(description=spec.description, read_only=True)
-    if spec.choices:
-        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    """A ParameterDescriptor with the spec's description, range, step, choices, read-only.
+
+    ``additional_constraints`` says in words everything the spec checks (what
+    ``ros2 param describe`` shows), so the descriptor states the real constraints.
+    """
+    constraints = spec.allowed() + ("; " + READ_AT_START if spec.read_only else "")
+    d = ParameterDescriptor(description=spec.description, read_only=spec.read_only,
+                            additional_constraints=constraints)
     if spec.kind is int and spec.min is not None and spec.max is not None:
-        d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=0)]
+        d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max),
+                                        step=spec.step or 0)]
     if spec.kind is float:
         # Accept 30 as well as 30.0 from the command line; the spec coerces it.
         d.dynamic_typing = True

@@ -1,0 +1,110 @@
+"""The topics each node publishes and subscribes, stated once for docs/reference.md.
+
+test/test_reference.py starts the real nodes and compares what the ROS graph shows
+(names, types, directions, reliability, durability) with this table, so it cannot drift
+from the nodes' create_publisher / create_subscription calls. Names without a leading
+'/' are relative: they move with the node's namespace. No rclpy here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QoS:
+    """A QoS profile by name, with the settings a reader needs to match it."""
+
+    name: str
+    reliability: str  # reliable | best_effort
+    depth: int
+    durability: str = "volatile"
+
+    def describe(self) -> str:
+        """e.g. 'sensor_data (best_effort, keep last 5, volatile)'."""
+        return f"{self.name} ({self.reliability}, keep last {self.depth}, {self.durability})"
+
+
+SENSOR_DATA = QoS("sensor_data", "best_effort", 5)
+"""rclpy's qos_profile_sensor_data: a RELIABLE subscriber gets nothing from it."""
+
+
+def reliable(depth: int) -> QoS:
+    """QoSProfile(depth=N) (or a plain depth): ROS's default profile, reliable."""
+    return QoS("default", "reliable", depth)
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One topic of one node."""
+
+    name: str
+    type: str  # e.g. vr_stream_ros/msg/FrameRef
+    direction: str  # pub | sub
+    qos: QoS
+    when: str
+    only_if: str = ""
+    """The condition under which the node has this topic at all ('' = always)."""
+
+
+@dataclass(frozen=True)
+class NodeTopics:
+    """A node (by its ROS name), the executable that starts it, and its topics."""
+
+    name: str
+    executable: str
+    summary: str
+    topics: tuple[Topic, ...]
+
+
+PROCESS_STATUS = Topic(
+    "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "pub", reliable(10),
+    "once a second: '<node>: process' with its pid and host (the dashboard joins on it)")
+
+NODE_TOPICS: tuple[NodeTopics, ...] = (
+    NodeTopics("camera_node", "camera_node",
+               "Captures frames into the shared-memory ring and announces each one.", (
+        Topic("frame_ref", "vr_stream_ros/msg/FrameRef", "pub", SENSOR_DATA,
+              "every frame, once it is committed to the ring (the pixels stay in the ring)"),
+        Topic("image_raw", "sensor_msgs/msg/Image", "pub", SENSOR_DATA,
+              "every frame, built only while someone subscribes (full rate needs "
+              "large_shm:=true on both sides)"),
+        Topic("image_raw/compressed", "sensor_msgs/msg/CompressedImage", "pub", SENSOR_DATA,
+              "every frame as JPEG (compressed_quality), only while someone subscribes"),
+        Topic("camera_info", "sensor_msgs/msg/CameraInfo", "pub", reliable(1),
+              "every frame while someone subscribes; uncalibrated (K and P zero)"),
+        PROCESS_STATUS,
+    )),
+    NodeTopics("headset_bridge_node", "headset_bridge_node",
+               "Sends the newest frame of the ring to the headset (RTP/JPEG over UDP or "
+               "TCP, or WebRTC) and reports the latency of every stage.", (
+        Topic("latency", "vr_stream_ros/msg/LatencyStats", "pub", reliable(10),
+              "every stats_period_s (1 s)"),
+        Topic("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "pub", reliable(10),
+              "every stats_period_s: end-to-end latency against latency_budget_ms "
+              "(OK/WARN/ERROR); and once a second its process status"),
+        Topic("detections", "vr_stream_ros/msg/DetectionArray", "sub", reliable(5),
+              "the newest boxes go to the headset after each frame (RTCP APP 'VRDT')",
+              only_if="send_detections:=true"),
+    )),
+    NodeTopics("detector_node", "detector_node",
+               "YOLO beside the video path (yolo:=true): newest frame of the ring when free.", (
+        Topic("detections", "vr_stream_ros/msg/DetectionArray", "pub", reliable(5),
+              "each frame it detected (frames it was busy for are counted, not queued)"),
+        Topic("vision_detections", "vision_msgs/msg/Detection2DArray", "pub", reliable(5),
+              "with every detections message, the same boxes",
+              only_if="vision_msgs is installed"),
+        PROCESS_STATUS,
+    )),
+    NodeTopics("vr_stream_dashboard", "dashboard",
+               "Terminal view of the graph: nodes and their processes, CPUs, network, "
+               "latency (no ROS parameters; `dashboard --help` lists its options).", (
+        Topic("latency", "vr_stream_ros/msg/LatencyStats", "sub", reliable(10),
+              "each message redraws the latency panel (--latency-topic renames it)"),
+        Topic("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "sub", reliable(50),
+              "process status of every node (pid, host) and the bridge's budget"),
+    )),
+)
+
+CONDITIONS = ("send_detections:=true", "vision_msgs is installed")
+"""Every ``only_if`` used above (a test must know how to decide each)."""
