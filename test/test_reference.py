@@ -47,10 +47,12 @@ def test_reference_names_every_parameter_argument_topic_and_field() -> None:
 
 def test_msg_comments_become_descriptions() -> None:
     intro, lines = reference.parse_msg(
-        "# What it is.\n# Second line.\n\nuint32 a   # first\n# a section\nstring[] b\n")
+        "# What it is.\n# Second line.\n\nuint32 a   # first\n# about b,\n# in two lines\n"
+        "string[] b\n# a section\nuint8 c  # own\nuint8 d\n")
     assert intro == "What it is. Second line."
     assert [(m.type, m.name, m.comment) for m in lines] == [
-        ("uint32", "a", "first"), ("", "", "a section"), ("string[]", "b", "")]
+        ("uint32", "a", "first"), ("string[]", "b", "about b, in two lines"),
+        ("", "", "a section"), ("uint8", "c", "own"), ("uint8", "d", "")]
 
 
 def test_check_mode_reports_a_stale_file(tmp_path, capsys) -> None:

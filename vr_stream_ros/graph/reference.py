@@ -97,22 +97,35 @@ class MsgLine:
 
 
 def parse_msg(text: str) -> tuple[str, list[MsgLine]]:
-    """(the leading comment block, the fields and the comments between them)."""
+    """(the leading comment block, the fields and the comments between them).
+
+    A comment block right above a field that has no comment of its own describes that
+    field; any other comment between fields stays a note of its own.
+    """
     intro: list[str] = []
     lines: list[MsgLine] = []
+    pending: list[str] = []
     for raw in text.splitlines():
         code, _, comment = raw.partition("#")
         code, comment = code.strip(), comment.strip()
         if not code:
-            if not comment:
-                continue
-            if lines:
-                lines.append(MsgLine("", "", comment))
-            else:
+            if comment and (lines or pending):
+                pending.append(comment)
+            elif comment:
                 intro.append(comment)
+            elif not lines:  # the blank line that ends the leading block
+                intro, pending = intro + pending, []
+            else:
+                lines += [MsgLine("", "", c) for c in pending]
+                pending = []
             continue
         type_, name = code.split()[:2]
+        if pending and not comment:
+            comment, pending = " ".join(pending), []
+        lines += [MsgLine("", "", c) for c in pending]
+        pending = []
         lines.append(MsgLine(type_, name, comment))
+    lines += [MsgLine("", "", c) for c in pending]
     return " ".join(intro), lines
 
 
