@@ -37,11 +37,12 @@ PACKAGES = [
 ]
 # Modules of those packages that belong to the ROS half or to the developer's checkout:
 # the dashboard's rendering (rich) is shown only by nodes/dashboard_node.py; the launch
-# description and `make run` (yaml, the colcon install); the Chromium driver of the tests
-# and benches (selenium, apt).
+# description, `make run`, its process harness, the topic spec and the reference generator
+# (yaml, the colcon install); the Chromium driver of the tests and benches (selenium, apt).
 LEFT_OUT = {("vr_stream_ros.tools", "dashboard_view"), ("vr_stream_ros.tools", "chromium"),
             ("vr_stream_ros.tools", "apt"), ("vr_stream_ros.graph", "launches"),
-            ("vr_stream_ros.graph", "runner")}
+            ("vr_stream_ros.graph", "runner"), ("vr_stream_ros.graph", "processes"),
+            ("vr_stream_ros.graph", "reference"), ("vr_stream_ros.graph", "topics")}
 
 
 class BuildPyRosFree(build_py):

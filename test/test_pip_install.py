@@ -30,7 +30,8 @@ _NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "build", "install", "log",
 ROS_HALF = ("nodes", "ros", "msg", "bench", "webrtc", "detection", "codecs", "sinks")
 # Modules of shipped subpackages that stay in the ROS half or the checkout (setup.py LEFT_OUT).
 LEFT_OUT = ("tools/dashboard_view.py", "tools/chromium.py", "tools/apt.py",
-            "graph/launches.py", "graph/runner.py")
+            "graph/launches.py", "graph/runner.py", "graph/processes.py",
+            "graph/reference.py", "graph/topics.py")
 CONSOLE_SCRIPTS = ("vr-stream-receiver", "vr-stream-tune", "vr-stream-plot-latency")
 
 
