@@ -84,11 +84,15 @@ def test_string_that_looks_like_a_number_stays_a_string() -> None:
     assert "chroma_subsampling:='420'" in bridge.ros_args()
 
 
+RTP_JPEG_SIZES = "a multiple of 8 up to 2040 (what RTP/JPEG can carry to the headset)"
+
+
 @pytest.mark.parametrize(("argument", "value", "allowed"), [
-    ("width", "641", "a multiple of 8 in 128..2040"),
-    ("width", "2048", "a multiple of 8 in 128..2040"),
-    ("height", "2048", "a multiple of 8 in 64..2040"),
-    ("height", "724", "a multiple of 8 in 64..2040"),
+    ("width", "641", RTP_JPEG_SIZES),
+    ("width", "2048", RTP_JPEG_SIZES),
+    ("height", "2048", RTP_JPEG_SIZES),
+    ("height", "724", RTP_JPEG_SIZES),
+    ("width", "8", "an integer in 16..4096"),
 ])
 def test_sizes_rtp_jpeg_cannot_carry_are_refused_before_start(argument, value, allowed) -> None:
     with pytest.raises(ParameterError) as err:

@@ -40,7 +40,7 @@ def test_reference_names_every_parameter_argument_topic_and_field() -> None:
     for node in NODE_TOPICS:
         for topic in node.topics:
             assert f"| `{topic.name}` | `{topic.type}` |" in text, topic.name
-    assert "| `width` | integer | `1280` | a multiple of 8 in 128..2040 | at start" in text
+    assert "| `width` | integer | `1280` | an integer in 16..4096 | at start" in text
     assert "| `capture_mono_ns` | `uint64` | CLOCK_MONOTONIC at capture" in text
     assert "| `webrtc_port` | headset_bridge_node.`webrtc_port` | `8080` |" in text
 

@@ -270,4 +270,15 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
         parameters = {s.name: s.validate(merged[s.name]) for s in specs if s.name in merged}
         launches.append(NodeLaunch(node, node, parameters, essential=node != "detector_node",
                                    namespace=namespace, env=dict(env)))
+    _check_rtp_jpeg_size(launches[0].parameters)
     return launches
+
+
+def _check_rtp_jpeg_size(camera: dict[str, Value]) -> None:
+    """The bridge's RTP/JPEG (RFC 2435) carries sizes that are multiples of 8 up to 2040."""
+    for name in ("width", "height"):
+        value = camera.get(name, 0)
+        if value % 8 or value > 2040:
+            raise ParameterError(
+                f"parameter '{name}': got {value}, expected a multiple of 8 up to 2040 "
+                "(what RTP/JPEG can carry to the headset)")

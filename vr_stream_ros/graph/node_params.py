@@ -42,10 +42,12 @@ CAMERA_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("camera_index", 0, "libcamera camera number (camera:=picamera2).", min=0, max=7),
     # RTP/JPEG (RFC 2435) carries sizes in units of 8 pixels up to 2040: the whole graph
     # exists to reach the headset, so the camera refuses what the bridge could not send.
-    ParamSpec("width", 1280, "Frame width in pixels (RTP/JPEG carries multiples of 8 up to "
-              "2040).", min=128, max=2040, step=8),
-    ParamSpec("height", 720, "Frame height in pixels (RTP/JPEG carries multiples of 8 up to "
-              "2040).", min=64, max=2040, step=8),
+    ParamSpec("width", 1280, "Frame width in pixels. The headset bridge's RTP/JPEG carries "
+              "multiples of 8 up to 2040: the launch file and make run refuse other sizes; "
+              "camera_node alone (e.g. for the detector) takes any.", min=16, max=4096),
+    ParamSpec("height", 720, "Frame height in pixels. The headset bridge's RTP/JPEG carries "
+              "multiples of 8 up to 2040: the launch file and make run refuse other sizes; "
+              "camera_node alone (e.g. for the detector) takes any.", min=16, max=4096),
     ParamSpec("fps", 60.0, "Frames per second.", min=1.0, max=240.0),
     ParamSpec("pixel_format", "rgb8", "Pixel format in the ring (sensor_msgs encoding).",
               choices=("rgb8", "bgr8")),
