@@ -44,6 +44,8 @@ class DetectorNode(RingNode):
             self._detector = Detector(config)
         except DetectorError as exc:
             raise ParameterError(str(exc)) from None
+        # The first inference sets the model up (seconds on a CPU): before the first frame.
+        self._detector.detect(np.zeros((p["imgsz"], p["imgsz"], 3), np.uint8))
         self._source = FrameSource(self, p["frame_source"], ring_name=p["ring_name"],
                                    ring_wait_s=p["ring_wait_s"], image_topic=p["image_topic"])
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -84,6 +86,11 @@ class DetectorNode(RingNode):
         inference: list[float] = []
         while not self.stopping:
             started = time.monotonic()
+            if started >= next_log:  # also while no frame comes: say what was skipped
+                next_log = max(next_log + LOG_PERIOD_S, started)
+                if inference or self._source.choice:
+                    self._log_progress(inference)
+                inference.clear()
             frame = source.take(timeout=0.25)
             if frame is None:
                 continue
@@ -92,10 +99,6 @@ class DetectorNode(RingNode):
             inference.append(result.inference_ms)
             self._publish(frame, result.detections, result.inference_ms)
             self.between_frames()
-            if time.monotonic() >= next_log:
-                next_log += LOG_PERIOD_S
-                self._log_progress(inference)
-                inference.clear()
             rest = min_period - (time.monotonic() - started)
             if rest > 0:
                 self._stop.wait(rest)

@@ -5,13 +5,13 @@ image topics anywhere else (no rclpy; the node side is ros/frame_source.py).
     choice = choose_source("auto", here, camera, ring_exists)
     choice.source, choice.reason                 # "ring" / "topic", and why, for the log
 
-The ring is shared memory: a reader must share the camera's kernel (boot), its mount
-namespace (/dev/shm), and its PID and network namespaces (the ring's doorbell is an
-abstract AF_UNIX socket). ``host_identity`` says exactly that, so two network
-namespaces of one machine count as two hosts, as they must. ``Newest`` hands the
-newest message of a topic to a worker thread (never a queue), and ``decode_image``
-turns a CompressedImage (JPEG) or Image into pixels, raising ``UndecodableFrame`` for
-frames that cannot be (the caller counts and skips them).
+The ring is shared memory: a reader must share the camera's kernel (boot), its /dev/shm
+(the same tmpfs), and its PID and network namespaces (the ring's doorbell is an abstract
+AF_UNIX socket, and the writer is recognised by its pid). ``host_identity`` says exactly
+that, so two network namespaces of one machine count as two hosts, as they must.
+``Newest`` hands the newest message of a topic to a worker thread (never a queue), and
+``decode_image`` turns a CompressedImage (JPEG) or Image into pixels, raising
+``UndecodableFrame`` for frames that cannot be (the caller counts and skips them).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import simplejpeg
 from vr_stream_ros.ring.frame_ring import SHM_DIR
 
 FRAME_SOURCES = ("auto", "ring", "topic")
-_NAMESPACES = ("mnt", "pid", "net")
+_NAMESPACES = ("pid", "net")
 
 T = TypeVar("T")
 
@@ -48,8 +48,8 @@ class HostIdentity:
     name: str
     """Host name, for people (log lines, errors)."""
     id: str
-    """Kernel boot id plus the mount, PID and network namespaces: equal iff a ring
-    written there can be read here."""
+    """Kernel boot id, the /dev/shm filesystem and the PID and network namespaces: equal
+    iff a ring written there can be read here."""
 
 
 def host_identity() -> HostIdentity:
@@ -58,6 +58,8 @@ def host_identity() -> HostIdentity:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             parts = [f.read().strip()]
+        shm = os.stat(SHM_DIR)
+        parts.append(f"shm:{shm.st_dev}:{shm.st_ino}")
         parts += [f"{ns}:{os.stat(f'/proc/self/ns/{ns}').st_ino}" for ns in _NAMESPACES]
     except OSError:  # not Linux: the host name is all there is
         parts = [name]
@@ -100,7 +102,7 @@ def choose_source(requested: str, here: HostIdentity, camera: CameraHost | None,
     """
     if requested not in FRAME_SOURCES:
         raise FrameSourceError(f"parameter 'frame_source': got {requested!r}, expected one "
-                               f"of: {', '.join(FRAME_SOURCES)}")
+                               f"of {', '.join(map(repr, FRAME_SOURCES))}")
     if requested == "topic":
         return Choice("topic", ring_name, "frame_source:=topic")
     local = camera is not None and camera.host_id in ("", here.id)
@@ -119,8 +121,9 @@ def choose_source(requested: str, here: HostIdentity, camera: CameraHost | None,
     if camera is None:
         return None
     if not local:
-        return Choice("topic", ring_name,
-                      f"camera_node runs on host '{camera.host}', this is '{here.name}': "
+        where = (f"in another namespace of host '{camera.host}' (FrameRef host_id differs)"
+                 if camera.host == here.name else f"on host '{camera.host}'")
+        return Choice("topic", ring_name, f"camera_node runs {where}, this is '{here.name}': "
                       "shared memory does not cross hosts")
     if exists:
         return Choice("ring", ring_name, f"camera_node runs on this host ('{here.name}') "

@@ -152,6 +152,7 @@ class FrameSource:
         self._done: dict[str, int] = {}
         self._started = time.monotonic()
         self._waiting_logged = False
+        self._opened_at: float | None = None
         self._idle = threading.Event()
         node.create_subscription(FrameRef, "frame_ref", self._on_frame_ref,
                                  qos_profile_sensor_data)
@@ -174,7 +175,13 @@ class FrameSource:
         if self._active is None:
             self._idle.wait(timeout)
             return None
-        return self._active.take(timeout)
+        frame = self._active.take(timeout)
+        if frame is not None and self._opened_at is not None:
+            self._log(f"frame source: first frame from the {self._active.source} "
+                      f"{time.monotonic() - self._opened_at:.2f} s after choosing it "
+                      f"(frame {frame.seq})")
+            self._opened_at = None
+        return frame
 
     def _decide(self) -> None:
         camera = self._camera
@@ -209,6 +216,7 @@ class FrameSource:
         except RingNotFound:  # removed between the look and the open: decide again
             return
         self.choice = choice
+        self._opened_at = time.monotonic()
         verb = f"switched {old.source} -> {choice.source}" if old else f"{choice.source}"
         self._log(f"frame source: {verb}: {where}, because {choice.reason}")
 
