@@ -161,7 +161,8 @@ def test_remote_detector_takes_the_topic_and_rejoins(procs, hosts, ring_name, po
         assert "Traceback" not in procs.output(name), procs.output(name)
 
 
-def test_detector_on_the_camera_host_takes_the_ring(procs, hosts, ring_name, port, tmp_path):
+def test_detector_on_the_camera_host_takes_the_ring_and_follows_the_camera(
+        procs, hosts, ring_name, port, tmp_path):
     summary = tmp_path / "receiver.json"
     lines = ReceiverLines()
     _start_camera_host(procs, hosts, ring_name, port, summary, lines)
@@ -172,5 +173,32 @@ def test_detector_on_the_camera_host_takes_the_ring(procs, hosts, ring_name, por
     assert chosen.group(1) == "ring" and "camera_node runs on this host" in chosen.group(0)
     assert wait_for(lambda: lines.detection_frames(), 30), \
         "no detections reached the receiver:\n" + "\n".join(lines.since(0))
+
+    # The camera moves to the other host: the detector follows it onto the topic ...
+    camera = next(p for n, p, _ in procs.procs if n == "camera_node")
+    assert procs.stop(camera) == 0
+    b_env = {"ROS_STATIC_PEERS": hosts.a.address,
+             "FASTRTPS_DEFAULT_PROFILES_FILE": _config("fastdds_lan_udp_only.xml")}
+    moved = procs.start("camera_b", hosts.b.argv(node_argv(
+        "camera_node", f"ring_name:={ring_name}", f"fps:={FPS}", "width:=640",
+        "height:=480"), b_env))
+    switched = procs.wait_for_output("detector_node", r"frame source: switched ring -> topic.*",
+                                     60)
+    assert switched, procs.output("detector_node")
+    print("camera moved:", switched.group(0))
+    elsewhere = procs.wait_for_output(
+        "detector_node", r"frame source: .*camera_node runs in another namespace of host.*", 30)
+    assert elsewhere, procs.output("detector_node")
+    print("                ", elsewhere.group(0))
+    assert procs.wait_for_output("detector_node", r"first frame from the topic", 30)
+    # ... and back onto the ring when it returns.
+    assert procs.stop(moved) == 0
+    procs.start("camera_again", hosts.a.argv(node_argv(
+        "camera_node", f"ring_name:={ring_name}", f"fps:={FPS}", "width:=640",
+        "height:=480"), {"ROS_STATIC_PEERS": hosts.b.address}))
+    back = procs.wait_for_output("detector_node", r"frame source: switched topic -> ring.*", 60)
+    assert back, procs.output("detector_node")
+    print("camera back:", back.group(0))
     procs.stop_all()
     assert read_json(summary)["detections"]["messages"] > 0
+    assert "Traceback" not in procs.output("detector_node")

@@ -200,6 +200,9 @@ class FrameSource:
             return
         old = self.choice
         if old is not None and (old.source, old.ring_name) == (choice.source, choice.ring_name):
+            if choice.reason != old.reason:  # same source, new situation: say so
+                self.choice = choice
+                self._log(f"frame source: still {choice.source}, now because {choice.reason}")
             return
         self._open(choice, old)
 
