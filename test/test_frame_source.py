@@ -198,3 +198,62 @@ def test_topic_source_skips_undecodable_frames_and_stamps_the_good_ones(procs):
         r"undecodable (\d+)", procs.output("detector_node"))], 10)
     assert counted and counted[-1] >= 1, out
     assert "is not a decodable JPEG" in out and "Traceback" not in out
+
+
+@needs_ros
+@needs_yolo
+def test_ring_without_ring_or_camera_names_the_ring_and_this_host(procs, ring_name):
+    det = procs.node("detector_node", "frame_source:=ring", f"ring_name:={ring_name}",
+                     "ring_wait_s:=1.0", "model:=yolo11n.yaml", "imgsz:=64")
+    assert det.wait(timeout=120) == 1
+    out = procs.output("detector_node")
+    fatal = [line for line in out.splitlines() if "FATAL" in line]
+    assert len(fatal) == 1, out
+    assert f"frame_source:=ring: ring '{ring_name}' not found on this host " \
+           f"'{host_identity().name}' after 1 s" in fatal[0], out
+    assert "no camera_node seen on frame_ref either" in fatal[0] and "Traceback" not in out
+
+
+@needs_ros
+@pytest.mark.slow
+def test_camera_compressed_topic_at_its_own_rate_with_the_frames_stamps(procs, ring_name):
+    """compressed_fps:=5 of a 30 fps camera: about one JPEG per six frames, each with the
+    header stamp of its frame's FrameRef (how a remote consumer finds seq and capture)."""
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage
+
+    from vr_stream_ros.msg import FrameRef
+    procs.node("camera_node", f"ring_name:={ring_name}", "width:=320", "height:=240",
+               "fps:=30", "compressed_fps:=5.0", "compressed_quality:=60")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("remote_consumer", context=context)
+    refs: list = []
+    jpegs: list = []
+    node.create_subscription(FrameRef, "frame_ref", refs.append, qos_profile_sensor_data)
+    node.create_subscription(CompressedImage, "image_raw/compressed", jpegs.append,
+                             qos_profile_sensor_data)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        assert wait_for(lambda: executor.spin_once(timeout_sec=0.05) or len(jpegs) >= 2, 40)
+        refs.clear()
+        jpegs.clear()
+        end = time.monotonic() + 6.0
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert len(refs) > 60, procs.output("camera_node")
+    ratio = len(jpegs) / len(refs)
+    assert 0.08 < ratio < 0.3, f"{len(jpegs)} JPEGs for {len(refs)} frames (5 of 30 fps)"
+    by_stamp = {(r.header.stamp.sec, r.header.stamp.nanosec): r for r in refs}
+    matched = [by_stamp.get((j.header.stamp.sec, j.header.stamp.nanosec)) for j in jpegs]
+    assert sum(m is not None for m in matched) * 2 >= len(jpegs), "stamps of real frames"
+    for jpeg, ref in zip(jpegs, matched, strict=True):
+        pixels, _ = decode_image(jpeg.format, bytes(jpeg.data))
+        assert pixels.shape == (240, 320, 3)
+        if ref is not None:
+            assert (ref.host, ref.host_id) == (host_identity().name, host_identity().id)
