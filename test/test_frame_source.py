@@ -257,3 +257,41 @@ def test_camera_compressed_topic_at_its_own_rate_with_the_frames_stamps(procs, r
         assert pixels.shape == (240, 320, 3)
         if ref is not None:
             assert (ref.host, ref.host_id) == (host_identity().name, host_identity().id)
+
+
+@needs_ros
+@needs_yolo
+@pytest.mark.slow
+def test_ring_source_outlives_a_camera_restart(procs, ring_name):
+    """frame_source:=ring with a short ring_wait_s: the ring's absence while the camera
+    restarts is not the start-up wait; the reader re-attaches to the new ring."""
+    camera_args = (f"ring_name:={ring_name}", "width:=320", "height:=240", "fps:=30")
+    camera = procs.node("camera_node", *camera_args)
+    det = procs.node("detector_node", "frame_source:=ring", f"ring_name:={ring_name}",
+                     "ring_wait_s:=1.0", "model:=yolo11n.yaml", "imgsz:=64",
+                     "max_rate_hz:=5.0")
+    assert procs.wait_for_output("detector_node", r"first frame from the ring", 120), \
+        procs.output("detector_node")
+    assert procs.stop(camera) == 0
+    time.sleep(3.0)  # three times ring_wait_s without a ring
+    procs.node("camera_node", *camera_args, name="camera_again")
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from vr_stream_ros.msg import DetectionArray
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("after_restart", context=context)
+    got: list = []
+    node.create_subscription(DetectionArray, "detections", got.append,
+                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        # The new camera counts from 0 again: boxes of its early frames are the proof.
+        assert wait_for(lambda: executor.spin_once(timeout_sec=0.05) or
+                        any(m.frame_seq < 300 for m in got), 60), procs.output("detector_node")
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert det.poll() is None, procs.output("detector_node")

@@ -153,15 +153,12 @@ class FrameSource:
         self._started = time.monotonic()
         self._waiting_logged = False
         self._opened_at: float | None = None
-        self._idle = threading.Event()
         node.create_subscription(FrameRef, "frame_ref", self._on_frame_ref,
                                  qos_profile_sensor_data)
 
     # -- executor thread ---------------------------------------------------------------
     def _on_frame_ref(self, ref: FrameRef) -> None:
-        camera = CameraHost(ref.host, ref.host_id, ref.ring_name)
-        if camera != self._camera:
-            self._camera = camera
+        self._camera = CameraHost(ref.host, ref.host_id, ref.ring_name)
         with self._refs_lock:
             self._refs[stamp_ns(ref.header.stamp)] = (ref.seq, ref.capture_mono_ns)
             while len(self._refs) > REFS_KEPT:
@@ -173,7 +170,7 @@ class FrameSource:
         within ``timeout`` s. Raises FrameSourceError when ``ring`` cannot work here."""
         self._decide()
         if self._active is None:
-            self._idle.wait(timeout)
+            time.sleep(timeout)
             return None
         frame = self._active.take(timeout)
         if frame is not None and self._opened_at is not None:
@@ -188,6 +185,8 @@ class FrameSource:
         ring = camera.ring_name if camera else self._ring_param
         choice = choose_source(self.requested, self.here, camera, ring, ring_exists(ring))
         if choice is None:
+            if self.choice is not None:  # frame_source:=ring, camera restarting: the
+                return                   # reader re-attaches to the new ring by itself
             waited = time.monotonic() - self._started
             if self.requested == "ring" and waited > self._ring_wait_s:
                 raise ring_missing(ring, self.here, camera, self._ring_wait_s)
