@@ -63,6 +63,9 @@ CAMERA_PARAMS: tuple[ParamSpec, ...] = (
               min=2, max=64),
     ParamSpec("frame_id", "camera_optical_frame", "TF frame of the camera (REP-103 optical)."),
     ParamSpec("compressed_quality", 80, "JPEG quality of image_raw/compressed.", min=1, max=100),
+    ParamSpec("compressed_fps", 0.0,
+              "Most frames per second on image_raw/compressed, encoded off the capture "
+              "thread while subscribed (0 = every frame it can).", min=0.0, max=240.0),
     *RT_PARAMS,
 )
 
@@ -171,6 +174,14 @@ DETECTOR_PARAMS: tuple[ParamSpec, ...] = (
               min=1, max=64),
     ParamSpec("max_rate_hz", 0.0, "Cap on detections per second, 0 = as fast as it can.",
               min=0.0, max=240.0),
+    ParamSpec("frame_source", "auto",
+              "Where frames come from: ring (shared memory, camera on this host), topic "
+              "(image_topic, camera anywhere) or auto (ring when frame_ref says the camera "
+              "is on this host, else topic; re-decided when that changes).",
+              choices=("auto", "ring", "topic")),
+    ParamSpec("image_topic", "image_raw/compressed",
+              "The topic frame_source topic/auto subscribes to (best effort, keep last 1).",
+              choices=("image_raw/compressed", "image_raw")),
     RING_NAME,
     ParamSpec("ring_wait_s", 10.0, "How long to wait at start for the camera's ring.",
               min=0.0, max=600.0),

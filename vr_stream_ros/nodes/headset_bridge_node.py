@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -148,6 +149,8 @@ class HeadsetBridgeNode(RingNode):
                    if p["max_rate_mbps"] and p["transport"] == "udp" else "") + ")")
 
     def _on_detections(self, msg: DetectionArray) -> None:
+        if msg.capture_mono_ns:  # this host's clock: the camera's, from any detector's host
+            self._stats.detections_arrived(msg.capture_mono_ns, time.monotonic_ns())
         self._loop.offer_detections(msg.frame_seq, [
             (d.center_x, d.center_y, d.size_x, d.size_y, d.class_name, d.score)
             for d in msg.detections])

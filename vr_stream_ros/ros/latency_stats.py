@@ -11,7 +11,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from vr_stream_ros.latency.stages import StageSummary
 from vr_stream_ros.msg import LatencyStats, StageLatency
-from vr_stream_ros.sinks.stream_stats import END_TO_SENT, SENDER_STAGES, StatsWindow
+from vr_stream_ros.sinks.stream_stats import DETECTION, END_TO_SENT, SENDER_STAGES, StatsWindow
 
 
 def stage_msg(s: StageSummary, name: str) -> StageLatency:
@@ -44,6 +44,9 @@ def latency_stats(w: StatsWindow) -> LatencyStats:
         msg.detection_lag_frames_max = w.detection_lag_max
     end = h.end_stage if feedback else END_TO_SENT
     names = SENDER_STAGES + (h.stages if feedback else ())
+    detection = w.summaries.get(DETECTION)
+    if detection is not None and detection.samples:  # detector_node's boxes (any host)
+        names += (DETECTION,)
     msg.end_to_end = stage_msg(w.summaries[end], "end_to_end")
     msg.stages = [stage_msg(w.summaries[n], n) for n in names]
     return msg

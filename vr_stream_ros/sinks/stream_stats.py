@@ -19,6 +19,8 @@ from vr_stream_ros.sinks.base import HeadsetStatus
 SENDER_STAGES = ("capture_to_ring", "ring_to_bridge", "encode", "send")
 END_TO_SENT = "capture_to_sent"
 """Capture -> last byte handed to the kernel: end to end when no viewer reports."""
+DETECTION = "detection"
+"""Capture -> that frame's detections arrived at the bridge (from a detector anywhere)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class StreamStats:
     def __init__(self, viewer_stages: tuple[str, ...],
                  profiler: LatencyProfiler | None = None) -> None:
         self._lock = threading.Lock()
-        self._stats = PipelineStats((*SENDER_STAGES, END_TO_SENT, *viewer_stages))
+        self._stats = PipelineStats((*SENDER_STAGES, END_TO_SENT, *viewer_stages, DETECTION))
         self._profiler = profiler
         self.frames_sent = self.frames_dropped = 0
         self.detections_sent = self.detection_frame = 0
@@ -83,6 +85,11 @@ class StreamStats:
             for stage, ns in samples.items():
                 self._stats.add(stage, ns)
             self._record(frame_seq, marks)
+
+    def detections_arrived(self, capture_ns: int, arrived_ns: int) -> None:
+        """Detections of the frame captured at ``capture_ns`` reached the bridge."""
+        with self._lock:
+            self._stats.add(DETECTION, arrived_ns - capture_ns)
 
     def detections_sent_with(self, frame_seq: int, sent_with_seq: int) -> None:
         """Detections of ``frame_seq`` went out after frame ``sent_with_seq``."""

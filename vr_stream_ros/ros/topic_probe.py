@@ -1,0 +1,69 @@
+"""A probe for benches and two-host checks: what arrives on a topic, as JSON.
+
+    python -m vr_stream_ros.ros.topic_probe compressed --seconds 10 --out c.json
+    python -m vr_stream_ros.ros.topic_probe latency --seconds 10 --out l.json
+
+``compressed`` subscribes to ``image_raw/compressed`` as a remote consumer does (best
+effort, keep last 1) and counts messages and bytes; ``latency`` records each
+LatencyStats on ``latency`` (its detection figures and stage p50/p99s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage
+
+from vr_stream_ros.msg import LatencyStats
+from vr_stream_ros.ros.frame_source import NEWEST_ONLY
+
+
+def _latency(msg: LatencyStats) -> dict:
+    return {"fps": msg.fps, "detections_sent": msg.detections_sent,
+            "detection_lag_frames": msg.detection_lag_frames,
+            "stages": {s.name: {"p50": s.p50_ms, "p99": s.p99_ms, "samples": s.samples}
+                       for s in [*msg.stages, msg.end_to_end]}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: probe for --seconds, then write --out."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("compressed", "latency"))
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", required=True)
+    ns = parser.parse_args(argv)
+    rclpy.init()
+    node = rclpy.create_node("topic_probe")
+    got: list = []
+    if ns.what == "compressed":
+        node.create_subscription(CompressedImage, "image_raw/compressed",
+                                 lambda m: got.append(len(m.data)), NEWEST_ONLY)
+    else:
+        node.create_subscription(LatencyStats, "latency", lambda m: got.append(_latency(m)),
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    first_by = time.monotonic() + 30.0
+    while not got and time.monotonic() < first_by:  # counted from the first message:
+        rclpy.spin_once(node, timeout_sec=0.1)     # discovery is not the topic's rate
+    got.clear()
+    start, start_ns = time.monotonic(), time.monotonic_ns()
+    while time.monotonic() - start < ns.seconds:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    elapsed = time.monotonic() - start
+    span = {"start_mono_ns": start_ns, "end_mono_ns": time.monotonic_ns()}
+    out = ({**span, "messages": len(got), "seconds": elapsed, "bytes": sum(got),
+            "mbit_per_s": sum(got) * 8 / 1e6 / elapsed,
+            "mean_kib": sum(got) / len(got) / 1024 if got else 0.0}
+           if ns.what == "compressed" else {**span, "stats": got})
+    with open(ns.out, "w") as f:
+        json.dump(out, f)
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
