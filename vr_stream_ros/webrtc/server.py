@@ -1,15 +1,17 @@
 """WebRTC to a browser (a Meta Quest's included): page, signaling and video (no rclpy).
 
-    server = WebRtcServer(WebRtcConfig(port=8080), on_display=..., on_keyframe=...)
+    server = WebRtcServer(WebRtcConfig(port=8080), on_report=..., on_keyframe=...)
     url = server.start()                      # http://<host>:8080/?token=...
     server.push(packet, seq, capture_ns)      # an H.264 access unit (h264_encoder)
     server.send_json({"type": "detections", ...})
 
 aiohttp serves the viewer page and the signaling (the browser offers, POST /offer);
 aiortc sends our own H.264 packets (ultrafast/zerolatency, h264_encoder.py) without
-re-encoding. Everything asyncio runs on one thread of its own; ``push`` and
-``send_json`` are safe from any thread and never block. A data channel 'vr' carries the
-browser's clock pings and its "frame N displayed at T" reports, and detections to it.
+re-encoding, with the playout-delay header extension when the browser offers it
+(playout_delay.py: the browser then renders each frame as soon as it is decoded).
+Everything asyncio runs on one thread of its own; ``push`` and ``send_json`` are safe
+from any thread and never block. A data channel 'vr' carries the browser's clock pings
+and its per-frame reports (reports.py), and detections to it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiortc.mediastreams import MediaStreamTrack
+
+from vr_stream_ros.webrtc import playout_delay
+from vr_stream_ros.webrtc.reports import MalformedReport, parse_report
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 VIEWER_QUEUE = 8  # access units a slow viewer may hold before it is reset to a keyframe
@@ -47,6 +52,9 @@ class WebRtcConfig:
     is not one. With no cert_file, a self-signed certificate is made once and kept."""
     cert_file: str = ""
     key_file: str = ""
+    max_playout_delay_ms: int = 0
+    """Playout-delay extension's maximum (min is 0): 0 = render each frame as soon as it
+    is decoded; -1 = leave the extension out (the browser paces frames itself)."""
 
 
 @dataclass
@@ -132,12 +140,14 @@ class WebRtcServer:
     """The viewer page, its signaling, and one H.264 track fanned out to every viewer."""
 
     def __init__(self, config: WebRtcConfig, *,
-                 on_display: Callable[[int, int, int], None] | None = None,
+                 on_report: Callable[[int, int, dict[str, int]], None] | None = None,
                  on_keyframe: Callable[[], None] | None = None,
                  log: Callable[[str], None] = print) -> None:
         self.config = config
         self.token = config.token or secrets.token_urlsafe(16)
-        self._on_display = on_display or (lambda frame, capture_ns, shown_ns: None)
+        self._on_report = on_report or (lambda frame, capture_ns, stages: None)
+        self._delay = (playout_delay.PlayoutDelay(0, config.max_playout_delay_ms)
+                       if config.max_playout_delay_ms >= 0 else None)
         self._on_keyframe = on_keyframe or (lambda: None)
         self._log = log
         self._viewers: dict[int, _Viewer] = {}
@@ -147,6 +157,8 @@ class WebRtcServer:
         self._runner = None
         self.refused = {"token": 0, "full": 0}
         self.reports_malformed = 0
+        self.playout_delay_negotiated = 0
+        """Viewers whose answer carries the playout-delay extension."""
 
     # -- life cycle (any thread) ---------------------------------------------------------
     def start(self, timeout: float = 10.0) -> str:
@@ -216,6 +228,8 @@ class WebRtcServer:
     async def _serve(self) -> None:
         from aiohttp import web
         _allow_loopback_candidates()
+        if self._delay is not None:
+            playout_delay.enable_playout_delay()
         app = web.Application()
         app.router.add_get("/", self._page)
         app.router.add_post("/offer", self._offer)
@@ -293,14 +307,20 @@ class WebRtcServer:
             # A viewer's picture loss (PLI/FIR) asks our encoder, not aiortc's, for a
             # keyframe: aiortc only packs the access units we give it.
             sender._send_keyframe = self._request_keyframe
+            if self._delay is not None:
+                playout_delay.use_playout_delay(sender, self._delay)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # a browser offer aiortc cannot answer
             await self._drop(viewer_id)
             return web.json_response({"error": f"cannot answer this offer: {exc}"},
                                      status=400)
         self._request_keyframe()
+        delay = "not negotiated"
+        if self._delay is not None and playout_delay.URI in pc.localDescription.sdp:
+            self.playout_delay_negotiated += 1
+            delay = f"min {self._delay.min_ms} max {self._delay.max_ms} ms"
         self._log(f"viewer {viewer_id} connected from {request.remote} "
-                  f"({len(self._viewers)}/{self.config.max_viewers})")
+                  f"({len(self._viewers)}/{self.config.max_viewers}); playout delay {delay}")
         return web.json_response({"sdp": pc.localDescription.sdp,
                                   "type": pc.localDescription.type})
 
@@ -324,17 +344,21 @@ class WebRtcServer:
                 v.channel.send(text)
 
     def _on_message(self, channel, message) -> None:
+        """A page message: a clock ping (answered) or a frame report; anything else is
+        counted in ``reports_malformed`` and dropped."""
         try:
-            data = json.loads(message)
-            kind = data["type"]
-            if kind == "ping":
-                channel.send(json.dumps({"type": "pong", "id": data["id"], "t": data["t"],
-                                         "server_ns": str(time.monotonic_ns())}))
-            elif kind == "frame":
-                self._on_display(int(data["frame"]), int(data["capture_ns"]),
-                                 int(data["displayed_ns"]))
-        except (ValueError, KeyError, TypeError):
+            report = parse_report(message)
+        except MalformedReport as exc:
             self.reports_malformed += 1
+            if self.reports_malformed <= 3 or self.reports_malformed % 1000 == 0:
+                self._log(f"data channel: {exc} ({self.reports_malformed} malformed so far, "
+                          f"dropped)")
+            return
+        if report.kind == "ping":
+            channel.send(json.dumps({"type": "pong", "id": report.ping_id, "t": report.ping_t,
+                                     "server_ns": str(time.monotonic_ns())}))
+        else:
+            self._on_report(report.frame, report.capture_ns, report.stages)
 
     async def _drop(self, viewer_id: int) -> None:
         viewer = self._viewers.pop(viewer_id, None)
