@@ -274,8 +274,7 @@ def test_no_playout_delay_no_track_processor_and_malformed_reports(chromium, pro
     """A browser without MediaStreamTrackProcessor falls back to <video> and says so; an
     answer without playout delay still streams and the page says so; a page sending
     garbage on the data channel has it counted and dropped."""
-    chromium.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
-        "source": "delete window.MediaStreamTrackProcessor;"})
+    chromium.inject("delete window.MediaStreamTrackProcessor;")
     http_port = free_port(socket.SOCK_STREAM)
     url, _token = _graph(procs, ring_name, http_port, "webrtc_max_playout_delay_ms:=-1")
     chromium.open_viewer(url, http_port)
