@@ -37,14 +37,15 @@ function decodeStamp(bitAt, cols) {
   return { frame: view.getUint32(1), captureNs: view.getBigUint64(5) };
 }
 
-// readStamp(rgba, width, cols): the stamp of RGBA pixels (top row first), or null.
-function readStamp(rgba, width, cols) {
+// readStamp(pixels, rowBytes, pixelBytes, channel, cols): the stamp of the top rows of an
+// image (RGBA from a canvas: 4 bytes a pixel, green = 1; a Y plane: 1 byte, 0), or null.
+function readStamp(pixels, rowBytes, pixelBytes, channel, cols) {
   const q = STAMP_CELL / 4;
   return decodeStamp((c, r) => {
     let sum = 0;
     for (let y = r * STAMP_CELL + q; y < (r + 1) * STAMP_CELL - q; y++) {
       for (let x = c * STAMP_CELL + q; x < (c + 1) * STAMP_CELL - q; x++) {
-        sum += rgba[(y * width + x) * 4 + 1];  // green
+        sum += pixels[y * rowBytes + x * pixelBytes + channel];
       }
     }
     return sum / (STAMP_CELL / 2) ** 2 > 127 ? 1 : 0;

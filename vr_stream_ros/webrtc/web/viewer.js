@@ -25,13 +25,14 @@ const KEEP = 4000;  // samples kept per stage for the page's own percentiles
 // Read by the tests (and handy in the console): everything the page measured.
 const vr = window.vrStats = {
   connected: false, framesRead: [], unreadable: 0, offsetNs: null, bestRttMs: Infinity,
-  decodedMs: [], drawnMs: [], xrMs: [], latenciesMs: [], workMs: [], detections: null, error: "",
+  decodedMs: [], drawnMs: [], xrMs: [], latenciesMs: [], workMs: [], overtaken: 0,
+  detections: null, error: "",
   path: "", playoutDelay: "", newestDecoded: null, framesDecoded: 0,
   xr: { available: null, active: false, frames: 0, bothEyes: 0, views: 0, probes: [] },
   xrProbe: false,
 };
 let channel = null, pc = null;
-let uploads = 0, texture = null;  // on the texture: {seq, stamp (or null: no stamp)}
+let uploads = 0, texture = null;  // the frame drawn last: {seq, stamp, submittedMs, ...}
 
 function serverNs(perfMs) {  // this page's clock (performance.now) -> the bridge's
   return BigInt(Math.round(perfMs * 1e6)) + vr.offsetNs;
@@ -54,7 +55,7 @@ function latencyMs(stamp, perfMs) {
   return Number(serverNs(perfMs) - stamp.captureNs) / 1e6;
 }
 
-// The stamp in a frame's top rows (VideoFrame or <video>), or null.
+// The stamp in the top rows of a <video> (or any image source), through a canvas.
 function stampOf(source, width) {
   if (width < 128) return null;
   const { cols, rows } = stampRegion(width);
@@ -64,13 +65,31 @@ function stampOf(source, width) {
     probe.height = h;
   }
   probeCtx.drawImage(source, 0, 0, w, h, 0, 0, w, h);
-  return readStamp(probeCtx.getImageData(0, 0, w, h).data, w, cols);
+  return readStamp(probeCtx.getImageData(0, 0, w, h).data, w * 4, 4, 1, cols);
 }
 
-// One decoded frame (a VideoFrame or the <video>): draw it (page canvas, or in VR the
-// quad's texture), then read its stamp.
-function onDecoded(source, width, height, arrivedMs) {
-  if (vr.xr.active) {  // the XR frame loop draws the newest texture at its next frame
+// Bytes per pixel and the channel to read, by VideoFrame format (Y plane or green).
+const STAMP_PLANE = { I420: [1, 0], I420A: [1, 0], NV12: [1, 0], RGBA: [4, 1], RGBX: [4, 1],
+  BGRA: [4, 1], BGRX: [4, 1] };
+
+// The stamp of a VideoFrame, copied straight from its memory (no colour conversion);
+// through a canvas for formats copyTo cannot give (a GPU-only frame).
+async function stampOfFrame(frame) {
+  const width = frame.displayWidth, how = STAMP_PLANE[frame.format];
+  if (width < 128) return null;
+  if (!how) return stampOf(frame, width);
+  const { cols, rows } = stampRegion(width);
+  const rect = { x: 0, y: 0, width: cols * STAMP_CELL, height: rows * STAMP_CELL };
+  const bytes = new Uint8Array(frame.allocationSize({ rect }));
+  const [plane] = await frame.copyTo(bytes, { rect });
+  return readStamp(bytes.subarray(plane.offset), plane.stride, how[0], how[1], cols);
+}
+
+// Draw a decoded frame (a VideoFrame or the <video>): on the page's canvas, or in VR into
+// the quad's texture (the XR frame loop draws the newest texture at its next frame).
+// Returns what the texture now holds: {seq, stamp (filled in by stamped())}.
+function draw(source, width, height) {
+  if (vr.xr.active) {
     quad.upload(source, width, height);
   } else {
     if (view.width !== width || view.height !== height) {
@@ -79,15 +98,18 @@ function onDecoded(source, width, height, arrivedMs) {
     }
     viewCtx.drawImage(source, 0, 0);
   }
-  const drawnMs = performance.now();
-  const stamp = stampOf(source, width);
-  keep(vr.workMs, [drawnMs - arrivedMs, performance.now() - drawnMs]);
-  texture = { seq: ++uploads, stamp };
+  texture = { seq: ++uploads, stamp: null, submittedMs: null, xrReported: false };
+  return texture;
+}
+
+// The drawn frame's stamp is known: record and report capture -> decoded and -> drawn.
+function stamped(drawn, stamp, arrivedMs, drawnMs) {
   if (!stamp) {
     vr.unreadable++;
     return;
   }
-  vr.newestDecoded = stamp.frame;
+  drawn.stamp = stamp;
+  vr.newestDecoded = Math.max(vr.newestDecoded ?? 0, stamp.frame);
   if (vr.framesRead.at(-1) === stamp.frame) return;
   keep(vr.framesRead, stamp.frame);
   if (vr.offsetNs === null) return;
@@ -95,33 +117,59 @@ function onDecoded(source, width, height, arrivedMs) {
   keep(vr.drawnMs, latencyMs(stamp, drawnMs));
   keep(vr.latenciesMs, latencyMs(stamp, drawnMs));
   report(stamp, { browser_decoded: arrivedMs, browser_drawn: drawnMs });
+  onXrSubmitted(drawn);  // if the XR loop drew it before its stamp was read
 }
 
-function onXrSubmitted(stamp, submittedMs) {
-  if (vr.offsetNs === null || !stamp) return;
-  keep(vr.xrMs, latencyMs(stamp, submittedMs));
-  report(stamp, { xr_submitted: submittedMs });
+// capture -> first XR frame that showed it, once both the stamp and that frame are known.
+function onXrSubmitted(drawn) {
+  if (vr.offsetNs === null || !drawn.stamp || drawn.submittedMs === null || drawn.xrReported) {
+    return;
+  }
+  drawn.xrReported = true;
+  keep(vr.xrMs, latencyMs(drawn.stamp, drawn.submittedMs));
+  report(drawn.stamp, { xr_submitted: drawn.submittedMs });
 }
 
 // MediaStreamTrackProcessor: every decoded VideoFrame as it comes, no <video>, no pacing.
+// The newest waits for the next free moment of this thread; one that is overtaken before
+// then is closed unshown (counted in vr.overtaken), so a busy page never falls behind.
 async function pumpFrames(track) {
   const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
+  let pending = null, stamps = Promise.resolve();
+  const drawPending = () => {
+    const { frame, arrivedMs } = pending;
+    pending = null;
+    const drawn = draw(frame, frame.displayWidth, frame.displayHeight);
+    const drawnMs = performance.now();
+    keep(vr.workMs, drawnMs - arrivedMs);
+    stamps = stamps.then(() => stampOfFrame(frame))  // in order, off the drawing path
+      .then((stamp) => stamped(drawn, stamp, arrivedMs, drawnMs))
+      .catch((err) => { vr.error = `stamp: ${err}`; })
+      .finally(() => frame.close());  // the decoder gets its buffer back
+  };
   for (;;) {
     const { value: frame, done } = await reader.read();
     if (done) return;
     const arrivedMs = performance.now();
-    try {
-      onDecoded(frame, frame.displayWidth, frame.displayHeight, arrivedMs);
-    } finally {
-      frame.close();  // uploaded (or unusable): the decoder gets its buffer back now
+    if (pending) {
+      pending.frame.close();
+      vr.overtaken++;
+    } else {
+      setTimeout(drawPending, 0);
     }
+    pending = { frame, arrivedMs };
   }
 }
 
 // The fallback: the <video> element's frames, when it presents them.
 function onVideoFrame(now, meta) {
   const arrivedMs = performance.now();
-  if (video.videoWidth) onDecoded(video, video.videoWidth, video.videoHeight, arrivedMs);
+  if (video.videoWidth) {
+    const drawn = draw(video, video.videoWidth, video.videoHeight);
+    const drawnMs = performance.now();
+    keep(vr.workMs, drawnMs - arrivedMs);
+    stamped(drawn, stampOf(video, video.videoWidth), arrivedMs, drawnMs);
+  }
   video.requestVideoFrameCallback(onVideoFrame);
 }
 

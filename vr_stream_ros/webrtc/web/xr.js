@@ -92,9 +92,8 @@ function readXrStamp(gl, mvp, vp, texWidth, texHeight) {
 }
 
 // setUpVr(gl, quad, vr, onTexture, onSubmitted): the Enter VR button and the XR frame
-// loop. onTexture() is what the texture holds now ({seq, stamp} or null);
-// onSubmitted(stamp, ms) is called once per camera frame, when it first went out in an
-// XR frame.
+// loop. onTexture() is what the texture holds now ({seq, stamp, submittedMs} or null);
+// the first XR frame that shows it sets submittedMs and calls onSubmitted(it).
 async function setUpVr(gl, quad, vr, onTexture, onSubmitted) {
   const button = document.getElementById("enter-vr");
   const headLocked = document.getElementById("head-locked");
@@ -120,7 +119,6 @@ async function setUpVr(gl, quad, vr, onTexture, onSubmitted) {
     vr.xr.active = true;
     button.textContent = "Exit VR";
     document.body.classList.add("in-vr");
-    let lastSubmitted = -1;
     session.addEventListener("end", () => {
       window.vrXrSession = null;
       vr.xr.active = false;
@@ -165,9 +163,9 @@ async function setUpVr(gl, quad, vr, onTexture, onSubmitted) {
           headLocked: headLocked.checked });
         if (vr.xr.probes.length > 600) vr.xr.probes.shift();
       }
-      if (shown && shown.seq !== lastSubmitted) {
-        lastSubmitted = shown.seq;
-        onSubmitted(shown.stamp, submittedMs);
+      if (shown && shown.submittedMs === null) {
+        shown.submittedMs = submittedMs;
+        onSubmitted(shown);
       }
     };
     session.requestAnimationFrame(onFrame);
