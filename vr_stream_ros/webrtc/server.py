@@ -157,8 +157,6 @@ class WebRtcServer:
         self._runner = None
         self.refused = {"token": 0, "full": 0}
         self.reports_malformed = 0
-        self.playout_delay_negotiated = 0
-        """Viewers whose answer carries the playout-delay extension."""
 
     # -- life cycle (any thread) ---------------------------------------------------------
     def start(self, timeout: float = 10.0) -> str:
@@ -317,7 +315,6 @@ class WebRtcServer:
         self._request_keyframe()
         delay = "not negotiated"
         if self._delay is not None and playout_delay.URI in pc.localDescription.sdp:
-            self.playout_delay_negotiated += 1
             delay = f"min {self._delay.min_ms} max {self._delay.max_ms} ms"
         self._log(f"viewer {viewer_id} connected from {request.remote} "
                   f"({len(self._viewers)}/{self.config.max_viewers}); playout delay {delay}")
