@@ -304,3 +304,30 @@ def test_no_playout_delay_no_track_processor_and_malformed_reports(chromium, pro
     assert chromium.stat("framesRead.length") > before + 10, "the stream stopped"
     out = procs.output("headset_bridge_node")
     assert "data channel: not JSON" in out and "Traceback" not in out, out
+
+
+def test_webcodecs_over_a_websocket_needs_the_token_and_draws_every_frame(
+        chromium, procs, ring_name):
+    """The path without a jitter buffer: access units over /ws, decoded by WebCodecs."""
+    http_port = free_port(socket.SOCK_STREAM)
+    url, _token = _graph(procs, ring_name, http_port)
+    assert _status(f"https://127.0.0.1:{http_port}/ws?token=wrong") == 403
+    chromium.open_viewer(url + "&path=webcodecs", http_port)
+    assert wait_for(lambda: chromium.stat("framesRead.length") > 60, 60), chromium.stats()
+    state = chromium.stats()
+    assert state["path"] == "webcodecs" and state["connected"], state["error"]
+    assert "WebCodecs" in chromium.driver.find_element("id", "path").text
+    frames = state["framesRead"]
+    assert frames == sorted(set(frames))
+    from test_latency_topic import _collect
+
+    from vr_stream_ros.msg import LatencyStats
+    fed = [m for m in _collect(LatencyStats, "/latency", 3, timeout=15) if m.headset_feedback]
+    assert fed, "no LatencyStats with the page's reports over the WebSocket"
+    stages = {s.name: s for s in fed[-1].stages}
+    assert stages["browser_decoded"].samples > 0 and stages["browser_drawn"].samples > 0
+    out = procs.output("headset_bridge_node")
+    assert "WebSocket + WebCodecs" in out and "Traceback" not in out, out
+    print(f"WebCodecs: capture -> decoded p50 {stages['browser_decoded'].p50_ms:.1f}, -> drawn "
+          f"p50 {stages['browser_drawn'].p50_ms:.1f} ms; {frames[-1] - frames[0] + 1} frames "
+          f"sent, {len(frames)} drawn, {state['overtaken']} overtaken")

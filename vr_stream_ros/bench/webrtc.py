@@ -8,7 +8,9 @@ browser variants take turns, run after run:
 - ``video``: the <video> element, no playout-delay extension (the browser paces frames);
 - ``video+pd``: the <video> element, playout delay min 0 / max 0 (render on decode);
 - ``direct+pd``: playout delay 0 and frames taken from the track (MediaStreamTrackProcessor)
-  and drawn as they arrive.
+  and drawn as they arrive;
+- ``webcodecs``: no WebRTC: the same access units over a WebSocket, decoded by WebCodecs
+  (no jitter buffer by design) and drawn as they arrive.
 
 Headless Chromium renders on a 60 Hz tick that can phase-lock with the camera's timer,
 so one run lands on a random phase: samples are pooled over ``--runs`` runs per variant.
@@ -38,10 +40,12 @@ VARIANTS = {  # name: (webrtc_max_playout_delay_ms, page path)
     "video": (-1, "video"),
     "video+pd": (0, "video"),
     "direct+pd": (0, "direct"),
+    "webcodecs": (-1, "webcodecs"),
 }
 LABELS = {"video": "<video>, no playout delay (before)",
           "video+pd": "<video> + playout delay 0",
-          "direct+pd": "direct + playout delay 0"}
+          "direct+pd": "direct + playout delay 0",
+          "webcodecs": "WebSocket + WebCodecs (no WebRTC)"}
 WARMUP_FRAMES = 30
 
 
@@ -65,7 +69,8 @@ def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromi
     delay_ms, path = VARIANTS[variant]
     run_dir = tempfile.mkdtemp(prefix=f"{variant}-{fps:g}-", dir=tmp)
     env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 40))
-    ring, udp_port = f"vr_bench_webrtc_{os.getpid()}", free_port()
+    ring = f"vr_bench_webrtc_{os.getpid()}_{os.path.basename(run_dir).replace('+', '_')}"
+    udp_port = free_port()
     http_port = free_port(socket.SOCK_STREAM)
     rec_udp, rec_web = os.path.join(run_dir, "udp.csv"), os.path.join(run_dir, "webrtc.csv")
     ros = ("--log-level", "warn")
@@ -81,11 +86,14 @@ def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromi
                    "webrtc_token:=bench", f"webrtc_max_playout_delay_ms:={delay_ms}",
                    f"record_path:={rec_web}", name="bridge_webrtc",
                    ros_args=("-r", "__node:=bridge_webrtc", *ros))
-        time.sleep(3.0)
+        if not group.wait_for_output("bridge_webrtc", r"open https?://", 30):
+            raise RuntimeError(f"{variant}: the WebRTC bridge did not start:\n"
+                               f"{group.output('bridge_webrtc')[-2000:]}")
+        time.sleep(1.0)
         browser.open_viewer(f"https://127.0.0.1:{http_port}/?token=bench&path={path}")
         time.sleep(seconds)
         page = browser.stats()
-        inbound = browser.inbound_video()
+        inbound = browser.inbound_video() if path != "webcodecs" else {}
         browser.open_viewer("about:blank")
         if inbound is None or page["path"] != path:
             raise RuntimeError(f"{variant}: the browser received no video or took another "
@@ -100,9 +108,10 @@ def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromi
         "drawn": _between(web, "capture", "browser_drawn"),
         "encode": _between(web, "bridge_pickup", "encoded"),
         "shown": len(drawn), "sent": len(sent),
-        "jitter_buffer_ms": 1000 * inbound["jitterBufferDelay"]
-        / max(1, inbound["jitterBufferEmittedCount"]),
-        "decode_ms": 1000 * inbound["totalDecodeTime"] / max(1, inbound["framesDecoded"]),
+        "jitter_buffer_ms": 1000 * inbound.get("jitterBufferDelay", 0)
+        / max(1, inbound.get("jitterBufferEmittedCount", 0)),
+        "decode_ms": 1000 * inbound.get("totalDecodeTime", 0)
+        / max(1, inbound.get("framesDecoded", 0)),
         "playout_delay": page["playoutDelay"],
     }
 

@@ -8,7 +8,9 @@
 aiohttp serves the viewer page and the signaling (the browser offers, POST /offer);
 aiortc sends our own H.264 packets (ultrafast/zerolatency, h264_encoder.py) without
 re-encoding, with the playout-delay header extension when the browser offers it
-(playout_delay.py: the browser then renders each frame as soon as it is decoded).
+(playout_delay.py: the browser then renders each frame as soon as it is decoded). A page
+opened with ``&path=webcodecs`` takes the same access units over a WebSocket (/ws) instead
+and decodes them with WebCodecs: no jitter buffer at all, TCP instead of NACKs.
 Everything asyncio runs on one thread of its own; ``push`` and ``send_json`` are safe
 from any thread and never block. A data channel 'vr' carries the browser's clock pings
 and its per-frame reports (reports.py), and detections to it.
@@ -59,10 +61,13 @@ class WebRtcConfig:
 
 @dataclass
 class _Viewer:
-    pc: object
+    pc: object | None
+    """The RTCPeerConnection; None for a WebSocket viewer."""
     track: object
+    """Where its access units go: a _PacketTrack (WebRTC) or a _SocketFeed."""
     started: float = field(default_factory=time.monotonic)
     channel: object | None = None
+    """Its text channel: the data channel 'vr', or the _SocketFeed."""
 
 
 def _allow_loopback_candidates() -> None:
@@ -231,6 +236,7 @@ class WebRtcServer:
         app = web.Application()
         app.router.add_get("/", self._page)
         app.router.add_post("/offer", self._offer)
+        app.router.add_get("/ws", self._websocket)
         app.router.add_static("/static/", WEB_DIR, show_index=False)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -269,13 +275,9 @@ class WebRtcServer:
     async def _offer(self, request):
         from aiohttp import web
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-        if not self._authorised(request):
-            return web.json_response({"error": "bad or missing token"}, status=403)
-        if len(self._viewers) >= self.config.max_viewers:
-            self.refused["full"] += 1
-            return web.json_response(
-                {"error": f"{len(self._viewers)} viewers already (max_viewers "
-                          f"{self.config.max_viewers})"}, status=503)
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         try:
             body = await request.json()
             offer = RTCSessionDescription(sdp=str(body["sdp"]), type=str(body["type"]))
@@ -321,6 +323,41 @@ class WebRtcServer:
         return web.json_response({"sdp": pc.localDescription.sdp,
                                   "type": pc.localDescription.type})
 
+    def _refusal(self, request):
+        """The error response for a request without the token or beyond max_viewers."""
+        from aiohttp import web
+        if not self._authorised(request):
+            return web.json_response({"error": "bad or missing token"}, status=403)
+        if len(self._viewers) >= self.config.max_viewers:
+            self.refused["full"] += 1
+            return web.json_response(
+                {"error": f"{len(self._viewers)} viewers already (max_viewers "
+                          f"{self.config.max_viewers})"}, status=503)
+        return None
+
+    async def _websocket(self, request):
+        """A WebCodecs viewer: access units out (binary), reports and pings in (text)."""
+        from aiohttp import WSMsgType, web
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        ws = web.WebSocketResponse(max_msg_size=1 << 20, heartbeat=10.0)
+        await ws.prepare(request)
+        feed = _SocketFeed(ws)
+        viewer_id = self._next_id
+        self._next_id += 1
+        self._viewers[viewer_id] = _Viewer(None, feed, channel=feed)
+        self._request_keyframe()
+        self._log(f"viewer {viewer_id} connected from {request.remote} "
+                  f"({len(self._viewers)}/{self.config.max_viewers}); WebSocket + WebCodecs")
+        try:
+            async for message in ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    self._on_message(feed, message.data)
+        finally:
+            await self._drop(viewer_id)
+        return ws
+
     def _request_keyframe(self) -> None:
         for v in self._viewers.values():
             v.track.waiting_for_keyframe = True
@@ -361,7 +398,10 @@ class WebRtcServer:
         viewer = self._viewers.pop(viewer_id, None)
         if viewer is not None:
             viewer.track.stop()
-            await viewer.pc.close()
+            if viewer.pc is not None:
+                await viewer.pc.close()
+            else:
+                await viewer.track.ws.close()
             self._log(f"viewer {viewer_id} left ({len(self._viewers)} connected)")
 
     async def _shutdown(self) -> None:
@@ -401,3 +441,51 @@ class _PacketTrack(MediaStreamTrack):
 
     async def recv(self):
         return await self._queue.get()
+
+
+class _SocketFeed:
+    """A WebSocket viewer: access units as binary messages (1 byte: 1 = keyframe, then the
+    Annex B bytes) from a keyframe on, and its text channel (``send``, ``readyState``)."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.waiting_for_keyframe = True
+        self._in_flight = 0
+
+    @property
+    def readyState(self) -> str:  # noqa: N802 - the data channel's name, used alike
+        return "closed" if self.ws.closed else "open"
+
+    def send(self, text: str) -> None:
+        """A text message (pong, detections), without waiting."""
+        self._track(asyncio.ensure_future(self.ws.send_str(text)))
+
+    def offer(self, packet) -> bool:
+        """Send an access unit; False when too many are still on their way."""
+        if self.waiting_for_keyframe:
+            if not packet.is_keyframe:
+                return True
+            self.waiting_for_keyframe = False
+        if self._in_flight >= VIEWER_QUEUE:
+            return False
+        self._in_flight += 1
+        self._track(asyncio.ensure_future(
+            self.ws.send_bytes(bytes([int(packet.is_keyframe)]) + bytes(packet))),
+            counted=True)
+        return True
+
+    def _track(self, future: asyncio.Future, counted: bool = False) -> None:
+        def done(f: asyncio.Future) -> None:
+            if counted:
+                self._in_flight -= 1
+            if not f.cancelled():
+                f.exception()  # a closed socket: the viewer is dropped on its own
+
+        future.add_done_callback(done)
+
+    def reset(self) -> None:
+        """Wait for the next keyframe (what is in flight is already sent)."""
+        self.waiting_for_keyframe = True
+
+    def stop(self) -> None:
+        """Nothing to release: closing the socket ends the viewer."""

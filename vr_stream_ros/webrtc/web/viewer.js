@@ -130,11 +130,10 @@ function onXrSubmitted(drawn) {
   report(drawn.stamp, { xr_submitted: drawn.submittedMs });
 }
 
-// MediaStreamTrackProcessor: every decoded VideoFrame as it comes, no <video>, no pacing.
-// The newest waits for the next free moment of this thread; one that is overtaken before
-// then is closed unshown (counted in vr.overtaken), so a busy page never falls behind.
-async function pumpFrames(track) {
-  const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
+// takeFrame(frame, arrivedMs): a decoded VideoFrame (MediaStreamTrackProcessor or
+// WebCodecs), drawn at the next free moment of this thread; one overtaken by a newer one
+// before then is closed unshown (counted in vr.overtaken): a busy page never falls behind.
+const takeFrame = (() => {
   let pending = null, stamps = Promise.resolve();
   const drawPending = () => {
     const { frame, arrivedMs } = pending;
@@ -147,10 +146,7 @@ async function pumpFrames(track) {
       .catch((err) => { vr.error = `stamp: ${err}`; })
       .finally(() => frame.close());  // the decoder gets its buffer back
   };
-  for (;;) {
-    const { value: frame, done } = await reader.read();
-    if (done) return;
-    const arrivedMs = performance.now();
+  return (frame, arrivedMs) => {
     if (pending) {
       pending.frame.close();
       vr.overtaken++;
@@ -158,7 +154,56 @@ async function pumpFrames(track) {
       setTimeout(drawPending, 0);
     }
     pending = { frame, arrivedMs };
+  };
+})();
+
+// MediaStreamTrackProcessor: every decoded VideoFrame as it comes, no <video>, no pacing.
+async function pumpFrames(track) {
+  const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
+  for (;;) {
+    const { value: frame, done } = await reader.read();
+    if (done) return;
+    takeFrame(frame, performance.now());
   }
+}
+
+// No WebRTC at all: the bridge's H.264 access units over a WebSocket (1 byte keyframe
+// flag, then Annex B), decoded by WebCodecs as they come: no jitter buffer, no pacing.
+function connectSocket() {
+  vr.path = document.body.dataset.path = "webcodecs";
+  vr.playoutDelay = "not used (WebCodecs: no jitter buffer)";
+  pathEl.textContent = "frames: WebSocket -> WebCodecs VideoDecoder (optimizeForLatency)";
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+  ws.binaryType = "arraybuffer";
+  channel = window.vrChannel = {  // what the data channel offers, over the socket
+    send: (text) => ws.send(text),
+    get readyState() { return ws.readyState === WebSocket.OPEN ? "open" : "closed"; },
+  };
+  const decoder = new VideoDecoder({
+    output: (frame) => takeFrame(frame, performance.now()),
+    error: (err) => { vr.error = `decoder: ${err}`; },
+  });
+  decoder.configure({ codec: "avc1.42E028", optimizeForLatency: true });  // Constrained Baseline
+  let chunks = 0;
+  ws.onmessage = (event) => {
+    if (typeof event.data === "string") return onMessage(event);
+    const bytes = new Uint8Array(event.data);
+    if (decoder.state !== "configured") return;
+    decoder.decode(new EncodedVideoChunk({ type: bytes[0] ? "key" : "delta",
+      timestamp: ++chunks, data: bytes.subarray(1) }));
+    vr.framesDecoded = chunks;
+  };
+  ws.onopen = () => {
+    vr.connected = true;
+    statusEl.textContent = `connected, playout delay: ${vr.playoutDelay}`;
+    for (let i = 0; i < 8; i++) setTimeout(() => ping(i), i * 100);
+    setInterval(() => ping(-1), 2000);
+  };
+  ws.onclose = (event) => {
+    vr.connected = false;
+    statusEl.textContent = `not connected (WebSocket closed ${event.code})`;
+  };
 }
 
 // The fallback: the <video> element's frames, when it presents them.
@@ -219,9 +264,8 @@ function percentile(values, p) {
 }
 
 async function showStats() {
-  if (!pc) return;
   let fps = 0, jitterMs = 0;
-  (await pc.getStats()).forEach((r) => {
+  (pc ? await pc.getStats() : new Map()).forEach((r) => {
     if (r.type === "inbound-rtp" && r.kind === "video") {
       vr.framesDecoded = r.framesDecoded || 0;
       fps = r.framesPerSecond || 0;
@@ -303,8 +347,12 @@ async function connect() {
 }
 
 setInterval(showStats, 500);
-connect().catch((err) => {
-  vr.error = String(err);
-  statusEl.textContent = `not connected: ${err}`;
-});
+if (query.get("path") === "webcodecs" && typeof VideoDecoder === "function") {
+  connectSocket();
+} else {
+  connect().catch((err) => {
+    vr.error = String(err);
+    statusEl.textContent = `not connected: ${err}`;
+  });
+}
 setUpVr(gl, quad, vr, () => texture, onXrSubmitted);
