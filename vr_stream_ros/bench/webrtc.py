@@ -64,6 +64,18 @@ def _between(rows: list[dict[str, int]], start: str, end: str) -> list[float]:
     return [(r[end] - r[start]) / 1e6 for r in rows if start in r and end in r][WARMUP_FRAMES:]
 
 
+def _listening(port: int, timeout: float) -> bool:
+    """True once something accepts TCP connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
 def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromium) -> dict:
     """One camera, RTP/UDP and one WebRTC variant side by side; the raw samples."""
     delay_ms, path = VARIANTS[variant]
@@ -86,9 +98,9 @@ def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromi
                    "webrtc_token:=bench", f"webrtc_max_playout_delay_ms:={delay_ms}",
                    f"record_path:={rec_web}", name="bridge_webrtc",
                    ros_args=("-r", "__node:=bridge_webrtc", *ros))
-        if not group.wait_for_output("bridge_webrtc", r"open https?://", 30):
-            raise RuntimeError(f"{variant}: the WebRTC bridge did not start:\n"
-                               f"{group.output('bridge_webrtc')[-2000:]}")
+        if not _listening(http_port, 30):
+            raise RuntimeError(f"{variant}: the WebRTC bridge is not listening on "
+                               f"{http_port}:\n{group.output('bridge_webrtc')[-2000:]}")
         time.sleep(1.0)
         browser.open_viewer(f"https://127.0.0.1:{http_port}/?token=bench&path={path}")
         time.sleep(seconds)
