@@ -1,13 +1,16 @@
-"""transport:=webrtc in real headless Chromium: token, video decoded, frame stamps read
-from the pixels in order, and the browser's capture->displayed latency on /latency."""
+"""transport:=webrtc in real headless Chromium: token, video decoded and drawn as it
+arrives, frame stamps read from the pixels in order, playout delay negotiated as Chromium
+sees it, and the page's capture -> decoded / drawn latency on /latency."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import re
 import socket
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -93,6 +96,12 @@ def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
     ok = wait_for(lambda: chromium.stat("framesRead.length") > 60, 60)
     state = chromium.stats()
     assert ok, f"page state: { {k: state[k] for k in ('connected', 'error', 'unreadable')} }"
+    # Chromium's own view of the answer: the extension is in its remote description.
+    remote = chromium.driver.execute_script("return vrPeer.remoteDescription.sdp")
+    assert "/rtp-hdrext/playout-delay" in remote, remote
+    assert state["playoutDelay"].startswith("negotiated (a=extmap:"), state["playoutDelay"]
+    assert state["path"] == "direct", "Debian's Chromium has MediaStreamTrackProcessor"
+    assert "MediaStreamTrackProcessor" in chromium.driver.find_element("id", "path").text
     decoded_before = chromium.stat("framesDecoded")
     time.sleep(2.0)
     decoded_after = chromium.stat("framesDecoded")
@@ -100,7 +109,10 @@ def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
 
     frames = chromium.stat("framesRead")
     assert frames == sorted(set(frames)), "frame numbers read from the pixels, in order"
-    assert frames[-1] - frames[0] + 1 <= 2 * len(frames), f"most frames shown: {frames[:20]}"
+    assert frames[-1] - frames[0] + 1 <= 2 * len(frames), (
+        f"most frames shown: {frames[:20]}; {chromium.stat('unreadable')} unreadable, "
+        f"{chromium.stat('framesDecoded')} decoded, {len(frames)} read, "
+        f"{chromium.stat('overtaken')} overtaken")
     page_ms = chromium.stat("latenciesMs")
     assert len(page_ms) > 30 and 0 < np.median(page_ms) < 1000, page_ms[:10]
 
@@ -116,15 +128,21 @@ def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
     fed = [m for m in stats if m.headset_feedback]
     assert fed, "no LatencyStats with the browser's reports"
     last = fed[-1]
-    stage = {s.name: s for s in last.stages}["browser_displayed"]
+    stages = {s.name: s for s in last.stages}
+    stage, decoded = stages["browser_drawn"], stages["browser_decoded"]
     assert stage.samples > 0 and stage.p50_ms <= stage.p95_ms
+    assert decoded.samples > 0 and decoded.p50_ms <= stage.p50_ms, (decoded, stage)
+    assert stages["xr_submitted"].samples == 0, "not in VR"
     assert last.end_to_end.p50_ms == pytest.approx(stage.p50_ms)
     later = chromium.stat("framesRead.length")
     assert later > len(frames), "the first viewer kept receiving"
-    print(f"browser capture->displayed p50 {stage.p50_ms:.1f} p95 {stage.p95_ms:.1f} ms, "
+    print(f"browser capture->decoded p50 {decoded.p50_ms:.1f}, ->drawn p50 "
+          f"{stage.p50_ms:.1f} p95 {stage.p95_ms:.1f} ms, "
           f"{stage.samples} samples in the last window, page fps "
           f"{chromium.stat('framesDecoded')} decoded; "
-          f"(page's own p50 {np.median(page_ms):.1f} ms); {len(frames)} stamps read")
+          f"(page's own p50 {np.median(page_ms):.1f} ms); {len(frames)} stamps read; "
+          f"arrival -> drawn p50 {np.median(chromium.stat('workMs')):.1f} ms, "
+          f"{chromium.stat('overtaken')} frames overtaken before drawing")
     chromium.screenshot(os.environ.get("VR_STREAM_SCREENSHOT") or tmp_path / "viewer.png")
     out = procs.output("headset_bridge_node")
     assert "viewer 0 connected" in out and "viewer 1 connected" not in out, out
@@ -206,3 +224,110 @@ def test_plain_http_when_tls_is_off_and_a_bad_certificate_is_named(procs, ring_n
     assert bridge.wait(timeout=30) == 2
     fatal = [x for x in procs.output("bridge2").splitlines() if "FATAL" in x]
     assert len(fatal) == 1 and "'webrtc_cert'" in fatal[0] and str(bad) in fatal[0], fatal
+
+
+def _answer_facts(sdp: str) -> tuple[int, int | None, int]:
+    """From the bridge's answer as Chromium holds it: the video SSRC, the playout-delay
+    extmap id (None when absent) and the H.264 payload type."""
+    ssrc = int(re.search(r"^a=ssrc:(\d+) cname:", sdp, re.M).group(1))
+    ext = re.search(r"^a=extmap:(\d+) \S+/rtp-hdrext/playout-delay", sdp, re.M)
+    pt = int(re.search(r"^a=rtpmap:(\d+) H264/90000", sdp, re.M).group(1))
+    return ssrc, int(ext.group(1)) if ext else None, pt
+
+
+def test_playout_delay_on_the_wire_as_tshark_dissects_it(chromium, procs, ring_name,
+                                                         tmp_path):
+    """Wireshark, not our code, reads the header extension off loopback: SRTP encrypts the
+    payload only (RFC 3711 section 3.1), so the RTP header and its extensions are clear."""
+    tshark = ensure_debian_packages("tshark", ["tshark"])
+    http_port = free_port(socket.SOCK_STREAM)
+    url, _token = _graph(procs, ring_name, http_port, "webrtc_max_playout_delay_ms:=100")
+    chromium.open_viewer(url, http_port)
+    assert wait_for(lambda: chromium.stat("framesRead.length") > 10, 60)
+    ssrc, ext_id, pt = _answer_facts(
+        chromium.driver.execute_script("return vrPeer.remoteDescription.sdp"))
+    assert ext_id is not None
+    capture = subprocess.run(
+        [tshark, "-i", "lo", "-a", "duration:4", "-f", "udp", "--enable-heuristic", "rtp_udp",
+         "-Y", f"rtp.ssrc == {ssrc:#x}", "-T", "fields", "-E", "separator=;",
+         "-e", "rtp.p_type", "-e", "rtp.ext.profile", "-e", "rtp.ext.rfc5285.id",
+         "-e", "rtp.ext.rfc5285.data", "-e", "_ws.malformed"],
+        capture_output=True, text=True, timeout=60)
+    rows = [line.split(";") for line in capture.stdout.splitlines() if line]
+    assert len(rows) > 50, f"{len(rows)} video packets seen: {capture.stderr[-500:]}"
+    for p_type, profile, ids, data, malformed in rows:
+        assert int(p_type) == pt and int(profile, 0) == 0xBEDE and not malformed, rows[:3]
+        extensions = dict(zip(ids.split(","), data.split(","), strict=True))
+        # min 0, max 100 ms = 10 units: 0x000 0x00a
+        assert extensions.get(str(ext_id), "").replace(":", "") == "00000a", (ids, data)
+    print(f"tshark: {len(rows)} video packets (SSRC {ssrc:#x}, PT {pt}), every one with "
+          f"extension id {ext_id} = 00000a (playout delay min 0 max 100 ms)")
+
+
+MALFORMED = ("not json", "[1, 2]", '{"type": "bogus"}', '{"type": "frame"}',
+             '{"type": "frame", "frame": 1, "capture_ns": "x", "stages": {}}',
+             '{"type": "frame", "frame": 1, "capture_ns": "1", "stages": {"nope": "2"}}',
+             '{"type": "ping", "id": "a", "t": 1}', "{" + " " * 10000 + "}")
+
+
+def test_no_playout_delay_no_track_processor_and_malformed_reports(chromium, procs,
+                                                                   ring_name):
+    """A browser without MediaStreamTrackProcessor falls back to <video> and says so; an
+    answer without playout delay still streams and the page says so; a page sending
+    garbage on the data channel has it counted and dropped."""
+    chromium.inject("delete window.MediaStreamTrackProcessor;")
+    http_port = free_port(socket.SOCK_STREAM)
+    url, _token = _graph(procs, ring_name, http_port, "webrtc_max_playout_delay_ms:=-1")
+    chromium.open_viewer(url, http_port)
+    assert wait_for(lambda: chromium.stat("framesRead.length") > 30, 60), chromium.stats()
+    state = chromium.stats()
+    assert state["path"] == "video" and state["playoutDelay"] == "not negotiated", state
+    header = chromium.driver.find_element("tag name", "header").text
+    assert "playout delay: not negotiated" in header, header
+    assert "this browser has no MediaStreamTrackProcessor" in header, header
+    remote = chromium.driver.execute_script("return vrPeer.remoteDescription.sdp")
+    assert "playout-delay" not in remote
+    assert "playout delay not negotiated" in procs.output("headset_bridge_node")
+
+    for message in MALFORMED:
+        chromium.driver.execute_script("vrChannel.send(arguments[0])", message)
+    from test_latency_topic import _collect
+
+    from vr_stream_ros.msg import LatencyStats
+    got = wait_for(lambda: [m for m in _collect(LatencyStats, "/latency", 1, timeout=10)
+                            if m.reports_malformed >= len(MALFORMED)], 30)
+    assert got, "malformed data-channel messages not counted"
+    last = got[-1]
+    assert last.headset_feedback and last.reports_malformed == len(MALFORMED), last
+    before = chromium.stat("framesRead.length")
+    time.sleep(1.5)
+    assert chromium.stat("framesRead.length") > before + 10, "the stream stopped"
+    out = procs.output("headset_bridge_node")
+    assert "data channel: not JSON" in out and "Traceback" not in out, out
+
+
+def test_webcodecs_over_a_websocket_needs_the_token_and_draws_every_frame(
+        chromium, procs, ring_name):
+    """The path without a jitter buffer: access units over /ws, decoded by WebCodecs."""
+    http_port = free_port(socket.SOCK_STREAM)
+    url, _token = _graph(procs, ring_name, http_port)
+    assert _status(f"https://127.0.0.1:{http_port}/ws?token=wrong") == 403
+    chromium.open_viewer(url + "&path=webcodecs", http_port)
+    assert wait_for(lambda: chromium.stat("framesRead.length") > 60, 60), chromium.stats()
+    state = chromium.stats()
+    assert state["path"] == "webcodecs" and state["connected"], state["error"]
+    assert "WebCodecs" in chromium.driver.find_element("id", "path").text
+    frames = state["framesRead"]
+    assert frames == sorted(set(frames))
+    from test_latency_topic import _collect
+
+    from vr_stream_ros.msg import LatencyStats
+    fed = [m for m in _collect(LatencyStats, "/latency", 3, timeout=15) if m.headset_feedback]
+    assert fed, "no LatencyStats with the page's reports over the WebSocket"
+    stages = {s.name: s for s in fed[-1].stages}
+    assert stages["browser_decoded"].samples > 0 and stages["browser_drawn"].samples > 0
+    out = procs.output("headset_bridge_node")
+    assert "WebSocket + WebCodecs" in out and "Traceback" not in out, out
+    print(f"WebCodecs: capture -> decoded p50 {stages['browser_decoded'].p50_ms:.1f}, -> drawn "
+          f"p50 {stages['browser_drawn'].p50_ms:.1f} ms; {frames[-1] - frames[0] + 1} frames "
+          f"sent, {len(frames)} drawn, {state['overtaken']} overtaken")

@@ -1,11 +1,22 @@
-"""``make bench-webrtc``: the WebRTC path next to RTP/UDP, on the same camera, same run.
+"""``make bench-webrtc``: the browser paths side by side with RTP/UDP, pooled over runs.
 
-One camera_node feeds two bridges at once from its ring: one sends RTP/JPEG over UDP to
-the reference receiver, the other H.264 over WebRTC to headless Chromium (Debian's,
-driven by Selenium). Prints capture -> decoded (receiver) and capture -> displayed
-(browser) percentiles, their ratio, and where the WebRTC path spends its time: the
-bridge's encode, the browser's jitter buffer and decode (getStats), and the rest
-(network, compositing, waiting for the display). The last line is JSON.
+Each run starts one camera_node feeding two bridges from its ring: one sends RTP/JPEG
+over UDP to the reference receiver (capture -> decoded, the like-with-like reference),
+the other H.264 over WebRTC to headless Chromium (Debian's, driven by Selenium). Three
+browser variants take turns, run after run:
+
+- ``video``: the <video> element, no playout-delay extension (the browser paces frames);
+- ``video+pd``: the <video> element, playout delay min 0 / max 0 (render on decode);
+- ``direct+pd``: playout delay 0 and frames taken from the track (MediaStreamTrackProcessor)
+  and drawn as they arrive;
+- ``webcodecs``: no WebRTC: the same access units over a WebSocket, decoded by WebCodecs
+  (no jitter buffer by design) and drawn as they arrive.
+
+Headless Chromium renders on a 60 Hz tick that can phase-lock with the camera's timer,
+so one run lands on a random phase: samples are pooled over ``--runs`` runs per variant.
+Per variant: capture -> decoded in the page and capture -> drawn (p50/p95/p99), their
+ratio to RTP/UDP capture -> decoded of the same runs, frames drawn / frames sent, and
+Chromium's own jitter buffer and decode time per frame (getStats). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -18,34 +29,65 @@ import socket
 import sys
 import tempfile
 import time
+from collections import defaultdict
 
 from vr_stream_ros.graph.processes import ProcessGroup, free_port
 from vr_stream_ros.latency.percentiles import summarize
 from vr_stream_ros.tools.apt import PackagesMissing
 from vr_stream_ros.tools.chromium import Chromium
 
+VARIANTS = {  # name: (webrtc_max_playout_delay_ms, page path)
+    "video": (-1, "video"),
+    "video+pd": (0, "video"),
+    "direct+pd": (0, "direct"),
+    "webcodecs": (-1, "webcodecs"),
+}
+LABELS = {"video": "<video>, no playout delay (before)",
+          "video+pd": "<video> + playout delay 0",
+          "direct+pd": "direct + playout delay 0",
+          "webcodecs": "WebSocket + WebCodecs (no WebRTC)"}
+WARMUP_FRAMES = 30
+
 
 def _pcts(values: list[float]) -> dict[str, float]:
     return summarize(values).as_dict("_ms", digits=2)
 
 
-def _encode_ms(record: str) -> list[float]:
+def _rows(record: str) -> list[dict[str, int]]:
+    """A bridge's recording (record_path CSV): per frame, its marks in ns."""
     with open(record) as f:
-        return [(int(r["encoded"]) - int(r["bridge_pickup"])) / 1e6 for r in csv.DictReader(f)
-                if r.get("encoded") and r.get("bridge_pickup")][30:]
+        return [{k: int(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
 
 
-def run(seconds: float, fps: float, tmp: str, browser: Chromium) -> dict:
-    """Both paths side by side; returns the figures."""
+def _between(rows: list[dict[str, int]], start: str, end: str) -> list[float]:
+    """end - start in ms for the frames that have both marks, after the warm-up."""
+    return [(r[end] - r[start]) / 1e6 for r in rows if start in r and end in r][WARMUP_FRAMES:]
+
+
+def _listening(port: int, timeout: float) -> bool:
+    """True once something accepts TCP connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromium) -> dict:
+    """One camera, RTP/UDP and one WebRTC variant side by side; the raw samples."""
+    delay_ms, path = VARIANTS[variant]
+    run_dir = tempfile.mkdtemp(prefix=f"{variant}-{fps:g}-", dir=tmp)
     env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 40))
-    ring, udp_port, http_port = f"vr_bench_webrtc_{os.getpid()}", free_port(), \
-        free_port(socket.SOCK_STREAM)
-    rec_udp, rec_webrtc = os.path.join(tmp, "udp.csv"), os.path.join(tmp, "webrtc.csv")
-    summary = os.path.join(tmp, "receiver.json")
+    ring = f"vr_bench_webrtc_{os.getpid()}_{os.path.basename(run_dir).replace('+', '_')}"
+    udp_port = free_port()
+    http_port = free_port(socket.SOCK_STREAM)
+    rec_udp, rec_web = os.path.join(run_dir, "udp.csv"), os.path.join(run_dir, "webrtc.csv")
     ros = ("--log-level", "warn")
-    with ProcessGroup(os.path.join(tmp, "logs"), env) as group:
-        group.receiver("--port", str(udp_port), "--quiet", "--duration", str(seconds + 25),
-                       "--summary-json", summary)
+    with ProcessGroup(os.path.join(run_dir, "logs"), env) as group:
+        group.receiver("--port", str(udp_port), "--quiet", "--duration", str(seconds + 25))
         group.node("camera_node", f"ring_name:={ring}", f"fps:={fps}", ros_args=ros)
         time.sleep(1.0)
         group.node("headset_bridge_node", f"ring_name:={ring}", f"headset_port:={udp_port}",
@@ -53,39 +95,98 @@ def run(seconds: float, fps: float, tmp: str, browser: Chromium) -> dict:
                    ros_args=("-r", "__node:=bridge_udp", *ros))
         group.node("headset_bridge_node", f"ring_name:={ring}", "transport:=webrtc",
                    f"webrtc_port:={http_port}", "webrtc_bind:=127.0.0.1",
-                   "webrtc_token:=bench", f"record_path:={rec_webrtc}", name="bridge_webrtc",
+                   "webrtc_token:=bench", f"webrtc_max_playout_delay_ms:={delay_ms}",
+                   f"record_path:={rec_web}", name="bridge_webrtc",
                    ros_args=("-r", "__node:=bridge_webrtc", *ros))
-        time.sleep(3.0)
-        browser.open_viewer(f"https://127.0.0.1:{http_port}/?token=bench")
+        if not _listening(http_port, 30):
+            raise RuntimeError(f"{variant}: the WebRTC bridge is not listening on "
+                               f"{http_port}:\n{group.output('bridge_webrtc')[-2000:]}")
+        time.sleep(1.0)
+        browser.open_viewer(f"https://127.0.0.1:{http_port}/?token=bench&path={path}")
         time.sleep(seconds)
         page = browser.stats()
-        inbound = browser.inbound_video()
-        if inbound is None:
-            raise RuntimeError(f"the browser received no video; page state {page}")
-    with open(summary) as f:
-        receiver = json.load(f)
-    browser_ms = page["latenciesMs"][30:]
-    jitter_ms = 1000 * inbound["jitterBufferDelay"] / max(1, inbound["jitterBufferEmittedCount"])
-    decode_ms = 1000 * inbound["totalDecodeTime"] / max(1, inbound["framesDecoded"])
+        inbound = browser.inbound_video() if path != "webcodecs" else {}
+        browser.open_viewer("about:blank")
+        if inbound is None or page["path"] != path:
+            raise RuntimeError(f"{variant}: the browser received no video or took another "
+                               f"path; page state { {k: page[k] for k in ('path', 'error')} }")
+    udp, web = _rows(rec_udp), _rows(rec_web)
+    drawn = [r for r in web if "browser_drawn" in r]
+    first, last = drawn[0]["frame"], drawn[-1]["frame"]
+    sent = [r for r in web if "encoded" in r and first <= r["frame"] <= last]
     return {
-        "rtp_udp": {"capture_to_decoded": receiver["latency_ms"],
-                    "encode_jpeg": _pcts(_encode_ms(rec_udp))},
-        "webrtc": {"capture_to_displayed": _pcts(browser_ms),
-                   "encode_h264": _pcts(_encode_ms(rec_webrtc)),
-                   "browser_jitter_buffer_ms": round(jitter_ms, 2),
-                   "browser_decode_ms": round(decode_ms, 2),
-                   "frames_decoded": inbound["framesDecoded"],
-                   "frames_dropped": inbound.get("framesDropped", 0),
-                   "stamps_read": len(page["framesRead"]), "unreadable": page["unreadable"]},
+        "udp_decoded": _between(udp, "capture", "headset_decoded"),
+        "decoded": _between(web, "capture", "browser_decoded"),
+        "drawn": _between(web, "capture", "browser_drawn"),
+        "encode": _between(web, "bridge_pickup", "encoded"),
+        "shown": len(drawn), "sent": len(sent),
+        "jitter_buffer_ms": 1000 * inbound.get("jitterBufferDelay", 0)
+        / max(1, inbound.get("jitterBufferEmittedCount", 0)),
+        "decode_ms": 1000 * inbound.get("totalDecodeTime", 0)
+        / max(1, inbound.get("framesDecoded", 0)),
+        "playout_delay": page["playoutDelay"],
     }
 
 
+def pool(runs: list[dict]) -> dict:
+    """One variant's runs pooled: percentiles, ratios to RTP/UDP, frames, browser stats."""
+    cat = defaultdict(list)
+    for r in runs:
+        for key in ("udp_decoded", "decoded", "drawn", "encode"):
+            cat[key] += r[key]
+    udp, decoded, drawn = summarize(cat["udp_decoded"]), summarize(cat["decoded"]), \
+        summarize(cat["drawn"])
+    shown, sent = sum(r["shown"] for r in runs), sum(r["sent"] for r in runs)
+    return {
+        "rtp_udp_decoded": _pcts(cat["udp_decoded"]),
+        "capture_to_decoded": _pcts(cat["decoded"]),
+        "capture_to_drawn": _pcts(cat["drawn"]),
+        "ratio_decoded_p50": round(decoded.p50 / udp.p50, 2),
+        "ratio_decoded_p99": round(decoded.p99 / udp.p99, 2),
+        "ratio_drawn_p50": round(drawn.p50 / udp.p50, 2),
+        "ratio_drawn_p99": round(drawn.p99 / udp.p99, 2),
+        "encode_h264_p50_ms": round(summarize(cat["encode"]).p50, 2),
+        "frames_shown": shown, "frames_sent": sent,
+        "shown_pct": round(100 * shown / max(1, sent), 2),
+        "browser_jitter_buffer_ms": round(sum(r["jitter_buffer_ms"] for r in runs) / len(runs), 2),
+        "browser_decode_ms": round(sum(r["decode_ms"] for r in runs) / len(runs), 2),
+        "per_run_drawn_p50_ms": [round(summarize(r["drawn"]).p50, 2) for r in runs],
+        "playout_delay": runs[-1]["playout_delay"],
+        "runs": len(runs),
+    }
+
+
+def print_table(fps: float, pooled: dict[str, dict]) -> None:
+    """One frame rate's table: RTP/UDP, then each variant's decoded and drawn rows."""
+    runs = next(iter(pooled.values()))["runs"]
+    print(f"\n1280x720 @ {fps:g} fps, {runs} runs pooled per variant "
+          f"{'p50':>8} {'p95':>8} {'p99':>8} {'samples':>8}  x UDP p50/p99  shown/sent  "
+          f"jitter buf")
+    for name, p in pooled.items():
+        udp = p["rtp_udp_decoded"]
+        print(f"{'RTP/UDP capture -> decoded (' + name + ' runs)':50} {udp['p50_ms']:8.2f} "
+              f"{udp['p95_ms']:8.2f} {udp['p99_ms']:8.2f} {udp['samples']:8d}")
+    for name, p in pooled.items():
+        for what, key, r50, r99 in (("decoded", "capture_to_decoded", "ratio_decoded_p50",
+                                     "ratio_decoded_p99"),
+                                    ("drawn", "capture_to_drawn", "ratio_drawn_p50",
+                                     "ratio_drawn_p99")):
+            s = p[key]
+            extra = (f"  {p['frames_shown']:>5}/{p['frames_sent']:<5} "
+                     f"{p['browser_jitter_buffer_ms']:6.2f} ms") if what == "drawn" else ""
+            print(f"{LABELS[name] + ' -> ' + what:50} {s['p50_ms']:8.2f} {s['p95_ms']:8.2f} "
+                  f"{s['p99_ms']:8.2f} {s['samples']:8d}  {p[r50]:5.2f} / {p[r99]:5.2f}{extra}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run, print the table and what dominates; the last line is JSON."""
+    """Run every variant at every rate, print the tables; the last line is JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=12.0, help="per run")
+    parser.add_argument("--runs", type=int, default=4, help="per variant and frame rate")
+    parser.add_argument("--fps", type=float, nargs="+", default=[30.0, 60.0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ns = parser.parse_args(argv)
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="vr_bench_webrtc_") as tmp:
         try:
             browser = Chromium(os.path.join(tmp, "profile"))
@@ -94,25 +195,18 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         with browser:
-            r = run(ns.seconds, ns.fps, tmp, browser)
-    udp, web = r["rtp_udp"]["capture_to_decoded"], r["webrtc"]["capture_to_displayed"]
-    print(f"\n{'1280x720 @ ' + format(ns.fps, 'g') + ' fps, one camera':34} "
-          f"{'p50':>8} {'p95':>8} {'p99':>8} {'samples':>8}  (ms)")
-    print(f"{'RTP/UDP  capture -> decoded':34} {udp['p50']:8.2f} {udp['p95']:8.2f} "
-          f"{udp['p99']:8.2f} {udp['samples']:8d}")
-    print(f"{'WebRTC   capture -> displayed':34} {web['p50_ms']:8.2f} {web['p95_ms']:8.2f} "
-          f"{web['p99_ms']:8.2f} {web['samples']:8d}")
-    jpeg, h264 = r["rtp_udp"]["encode_jpeg"], r["webrtc"]["encode_h264"]
-    w = r["webrtc"]
-    rest = web["p50_ms"] - h264["p50_ms"] - w["browser_jitter_buffer_ms"] - \
-        w["browser_decode_ms"]
-    print(f"\nratio webrtc/udp p50 {web['p50_ms'] / udp['p50']:.2f}, p99 "
-          f"{web['p99_ms'] / udp['p99']:.2f}")
-    print(f"encode p50: JPEG {jpeg['p50_ms']:.2f} ms, H.264 {h264['p50_ms']:.2f} ms; "
-          f"browser: jitter buffer {w['browser_jitter_buffer_ms']:.2f} ms, decode "
-          f"{w['browser_decode_ms']:.2f} ms; the rest of the WebRTC p50 (network, "
-          f"compositing, waiting for the display): {rest:.2f} ms")
-    print(json.dumps(r))
+            for fps in ns.fps:
+                runs: dict[str, list[dict]] = defaultdict(list)
+                for i in range(ns.runs):  # variants take turns: the machine's load is shared
+                    for variant in ns.variants:
+                        runs[variant].append(run_once(fps, variant, ns.seconds, tmp, browser))
+                        print(f"[bench-webrtc] {fps:g} fps run {i + 1}/{ns.runs} {variant}: "
+                              f"drawn p50 {summarize(runs[variant][-1]['drawn']).p50:.1f} ms",
+                              file=sys.stderr, flush=True)
+                pooled = {v: pool(runs[v]) for v in ns.variants}
+                print_table(fps, pooled)
+                results[f"{fps:g}fps"] = pooled
+    print(json.dumps(results))
     return 0
 
 

@@ -122,6 +122,12 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               "transport:=webrtc: PEM certificate for HTTPS ('' = a self-signed one, made "
               "once in ~/.cache/vr_stream_ros/webrtc-tls)."),
     ParamSpec("webrtc_key", "", "transport:=webrtc: PEM private key of webrtc_cert."),
+    ParamSpec("webrtc_max_playout_delay_ms", 0,
+              "transport:=webrtc: maximum playout delay the browser may add (RTP playout-delay "
+              "extension, min 0, 10 ms steps): 0 = render each frame as soon as it is decoded, "
+              "<= 500 = Chromium's low-latency renderer, -1 = leave the extension out.",
+              min=-1, max=40950,
+              check=lambda v: None if v == -1 or v % 10 == 0 else "a multiple of 10 ms, or -1"),
     ParamSpec("max_viewers", 2, "transport:=webrtc: viewers at once; more are refused.",
               min=1, max=16),
     ParamSpec("bitrate_mbps", 8.0, "transport:=webrtc: H.264 bitrate cap, Mbit/s.",

@@ -48,7 +48,7 @@ def _stage(s: StageLatency) -> StageRow:
 def _measured_to(msg: LatencyStats) -> str:
     if not msg.headset_feedback:
         return "sent (no headset reports)"
-    if any(s.name == "browser_displayed" for s in msg.stages):
+    if any(s.name.startswith("browser_") for s in msg.stages):
         return "displayed in the browser (WebRTC)"
     return "decoded at the headset"
 

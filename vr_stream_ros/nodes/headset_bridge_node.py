@@ -120,7 +120,8 @@ class HeadsetBridgeNode(RingNode):
         config = WebRtcConfig(bind=p["webrtc_bind"], port=p["webrtc_port"],
                               token=p["webrtc_token"], max_viewers=p["max_viewers"],
                               quad=p["vr_quad"], tls=p["webrtc_tls"],
-                              cert_file=p["webrtc_cert"], key_file=p["webrtc_key"])
+                              cert_file=p["webrtc_cert"], key_file=p["webrtc_key"],
+                              max_playout_delay_ms=p["webrtc_max_playout_delay_ms"])
         try:
             return WebRtcSink(encoder, config, self._stats, log=self.get_logger().info)
         except OSError as exc:

@@ -1,9 +1,9 @@
 """H.264 to browsers over WebRTC (needs aiortc and aiohttp; no rclpy).
 
 The video thread encodes straight from the ring view and pushes the access unit to
-every viewer; the server's asyncio thread handles signaling, the page's "frame N
-displayed at T" reports (they land in the stats as ``browser_displayed``) and
-keyframe requests.
+every viewer; the server's asyncio thread handles signaling, the page's per-frame
+reports (they land in the stats as ``browser_decoded``, ``browser_drawn`` and, in VR,
+``xr_submitted``) and keyframe requests.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from vr_stream_ros.ring.frame_ring import FrameView
 from vr_stream_ros.rtp.rtcp import DetectionsMeta
 from vr_stream_ros.sinks.base import FrameSink, HeadsetStatus, Outcome, SendOutcome
 from vr_stream_ros.sinks.stream_stats import StreamStats
+from vr_stream_ros.webrtc.reports import BROWSER_DRAWN, PAGE_STAGES
 from vr_stream_ros.webrtc.server import WebRtcConfig, WebRtcServer
 
-BROWSER_STAGE = "browser_displayed"  # capture -> shown by the page
 REPORT_FRESH_NS = 3_000_000_000
 
 
@@ -27,7 +27,7 @@ class WebRtcSink(FrameSink):
     """Our own H.264 through aiortc to up to ``max_viewers`` browsers."""
 
     transport = "webrtc"
-    stages = (BROWSER_STAGE,)
+    stages = PAGE_STAGES
 
     def __init__(self, encoder: H264Encoder, config: WebRtcConfig, stats: StreamStats,
                  log: Callable[[str], None] = print) -> None:
@@ -35,19 +35,19 @@ class WebRtcSink(FrameSink):
         self._stats = stats
         self._last_report_ns = 0
         self._lock = threading.Lock()
-        self.server = WebRtcServer(config, on_display=self._on_display,
+        self.server = WebRtcServer(config, on_report=self._on_report,
                                    on_keyframe=self._keyframe_wanted, log=log)
         self.server.start()  # OSError naming the port or certificate
 
     def _keyframe_wanted(self) -> None:
         self._h264.force_keyframe = True  # read by the video thread before its next frame
 
-    def _on_display(self, frame: int, capture_ns: int, displayed_ns: int) -> None:
-        """The page showed ``frame`` (asyncio thread): capture -> displayed, our clock."""
+    def _on_report(self, frame: int, capture_ns: int, stages: dict[str, int]) -> None:
+        """The page reached ``stages`` with ``frame`` (asyncio thread; our clock)."""
         with self._lock:
             self._last_report_ns = time.monotonic_ns()
-        self._stats.viewer_samples(frame, {BROWSER_STAGE: displayed_ns - capture_ns},
-                                   {BROWSER_STAGE: displayed_ns})
+        self._stats.viewer_samples(frame, {k: ns - capture_ns for k, ns in stages.items()},
+                                   stages)
 
     def send(self, view: FrameView, pickup_ns: int,
              intact: Callable[[FrameView], bool]) -> SendOutcome:
@@ -70,8 +70,8 @@ class WebRtcSink(FrameSink):
     def headset(self, now_ns: int) -> HeadsetStatus:
         with self._lock:
             fresh = now_ns - self._last_report_ns < REPORT_FRESH_NS and self._last_report_ns > 0
-        return HeadsetStatus(fresh=fresh, measured_to="displayed in the browser",
-                             end_stage=BROWSER_STAGE, stages=(BROWSER_STAGE,),
+        return HeadsetStatus(fresh=fresh, measured_to="drawn in the browser",
+                             end_stage=BROWSER_DRAWN, stages=PAGE_STAGES,
                              reports_malformed=self.server.reports_malformed)
 
     def close(self) -> None:

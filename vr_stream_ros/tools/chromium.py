@@ -1,6 +1,7 @@
 """Headless Chromium as the WebRTC headset's stand-in, for the tests and ``make bench-webrtc``.
 
     with Chromium(profile_dir) as browser:
+        browser.inject(js)                  # runs before each page's own scripts
         browser.open_viewer(url_the_bridge_printed, port)
         browser.stat("framesRead")          # window.vrStats of the viewer page
         browser.inbound_video()             # the browser's getStats for the video
@@ -49,16 +50,21 @@ def local_url(url: str, port: int, host: str = "127.0.0.1") -> str:
 class Chromium:
     """One headless Chromium; raises ``tools.apt.PackagesMissing`` when it cannot be had."""
 
-    def __init__(self, profile_dir: str | os.PathLike) -> None:
+    def __init__(self, profile_dir: str | os.PathLike, extra_flags: tuple[str, ...] = ()) -> None:
         driver_path = ensure_packages("chromedriver", PACKAGES)
         os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers online
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
         options = webdriver.ChromeOptions()
         options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={os.fspath(profile_dir)}"):
+        for flag in (*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={os.fspath(profile_dir)}"):
             options.add_argument(flag)
         self.driver = webdriver.Chrome(service=Service(driver_path), options=options)
+
+    def inject(self, source: str) -> None:
+        """Run ``source`` in every page this browser loads from now on, before the page's
+        own scripts (DevTools' Page.addScriptToEvaluateOnNewDocument)."""
+        self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": source})
 
     def open_viewer(self, url: str, port: int | None = None) -> None:
         """Load the viewer page (on 127.0.0.1:``port`` when given)."""

@@ -1,15 +1,19 @@
 """WebRTC to a browser (a Meta Quest's included): page, signaling and video (no rclpy).
 
-    server = WebRtcServer(WebRtcConfig(port=8080), on_display=..., on_keyframe=...)
+    server = WebRtcServer(WebRtcConfig(port=8080), on_report=..., on_keyframe=...)
     url = server.start()                      # http://<host>:8080/?token=...
     server.push(packet, seq, capture_ns)      # an H.264 access unit (h264_encoder)
     server.send_json({"type": "detections", ...})
 
 aiohttp serves the viewer page and the signaling (the browser offers, POST /offer);
 aiortc sends our own H.264 packets (ultrafast/zerolatency, h264_encoder.py) without
-re-encoding. Everything asyncio runs on one thread of its own; ``push`` and
-``send_json`` are safe from any thread and never block. A data channel 'vr' carries the
-browser's clock pings and its "frame N displayed at T" reports, and detections to it.
+re-encoding, with the playout-delay header extension when the browser offers it
+(playout_delay.py: the browser then renders each frame as soon as it is decoded). A page
+opened with ``&path=webcodecs`` takes the same access units over a WebSocket (/ws) instead
+and decodes them with WebCodecs: no jitter buffer at all, TCP instead of NACKs.
+Everything asyncio runs on one thread of its own; ``push`` and ``send_json`` are safe
+from any thread and never block. A data channel 'vr' carries the browser's clock pings
+and its per-frame reports (reports.py), and detections to it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiortc.mediastreams import MediaStreamTrack
+
+from vr_stream_ros.webrtc import playout_delay
+from vr_stream_ros.webrtc.reports import MalformedReport, parse_report
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 VIEWER_QUEUE = 8  # access units a slow viewer may hold before it is reset to a keyframe
@@ -47,14 +54,20 @@ class WebRtcConfig:
     is not one. With no cert_file, a self-signed certificate is made once and kept."""
     cert_file: str = ""
     key_file: str = ""
+    max_playout_delay_ms: int = 0
+    """Playout-delay extension's maximum (min is 0): 0 = render each frame as soon as it
+    is decoded; -1 = leave the extension out (the browser paces frames itself)."""
 
 
 @dataclass
 class _Viewer:
-    pc: object
+    pc: object | None
+    """The RTCPeerConnection; None for a WebSocket viewer."""
     track: object
+    """Where its access units go: a _PacketTrack (WebRTC) or a _SocketFeed."""
     started: float = field(default_factory=time.monotonic)
     channel: object | None = None
+    """Its text channel: the data channel 'vr', or the _SocketFeed."""
 
 
 def _allow_loopback_candidates() -> None:
@@ -132,12 +145,14 @@ class WebRtcServer:
     """The viewer page, its signaling, and one H.264 track fanned out to every viewer."""
 
     def __init__(self, config: WebRtcConfig, *,
-                 on_display: Callable[[int, int, int], None] | None = None,
+                 on_report: Callable[[int, int, dict[str, int]], None] | None = None,
                  on_keyframe: Callable[[], None] | None = None,
                  log: Callable[[str], None] = print) -> None:
         self.config = config
         self.token = config.token or secrets.token_urlsafe(16)
-        self._on_display = on_display or (lambda frame, capture_ns, shown_ns: None)
+        self._on_report = on_report or (lambda frame, capture_ns, stages: None)
+        self._delay = (playout_delay.PlayoutDelay(0, config.max_playout_delay_ms)
+                       if config.max_playout_delay_ms >= 0 else None)
         self._on_keyframe = on_keyframe or (lambda: None)
         self._log = log
         self._viewers: dict[int, _Viewer] = {}
@@ -216,9 +231,12 @@ class WebRtcServer:
     async def _serve(self) -> None:
         from aiohttp import web
         _allow_loopback_candidates()
+        if self._delay is not None:
+            playout_delay.enable_playout_delay()
         app = web.Application()
         app.router.add_get("/", self._page)
         app.router.add_post("/offer", self._offer)
+        app.router.add_get("/ws", self._websocket)
         app.router.add_static("/static/", WEB_DIR, show_index=False)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -257,13 +275,9 @@ class WebRtcServer:
     async def _offer(self, request):
         from aiohttp import web
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-        if not self._authorised(request):
-            return web.json_response({"error": "bad or missing token"}, status=403)
-        if len(self._viewers) >= self.config.max_viewers:
-            self.refused["full"] += 1
-            return web.json_response(
-                {"error": f"{len(self._viewers)} viewers already (max_viewers "
-                          f"{self.config.max_viewers})"}, status=503)
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         try:
             body = await request.json()
             offer = RTCSessionDescription(sdp=str(body["sdp"]), type=str(body["type"]))
@@ -293,16 +307,56 @@ class WebRtcServer:
             # A viewer's picture loss (PLI/FIR) asks our encoder, not aiortc's, for a
             # keyframe: aiortc only packs the access units we give it.
             sender._send_keyframe = self._request_keyframe
+            if self._delay is not None:
+                playout_delay.use_playout_delay(sender, self._delay)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # a browser offer aiortc cannot answer
             await self._drop(viewer_id)
             return web.json_response({"error": f"cannot answer this offer: {exc}"},
                                      status=400)
         self._request_keyframe()
+        delay = "not negotiated"
+        if self._delay is not None and playout_delay.URI in pc.localDescription.sdp:
+            delay = f"min {self._delay.min_ms} max {self._delay.max_ms} ms"
         self._log(f"viewer {viewer_id} connected from {request.remote} "
-                  f"({len(self._viewers)}/{self.config.max_viewers})")
+                  f"({len(self._viewers)}/{self.config.max_viewers}); playout delay {delay}")
         return web.json_response({"sdp": pc.localDescription.sdp,
                                   "type": pc.localDescription.type})
+
+    def _refusal(self, request):
+        """The error response for a request without the token or beyond max_viewers."""
+        from aiohttp import web
+        if not self._authorised(request):
+            return web.json_response({"error": "bad or missing token"}, status=403)
+        if len(self._viewers) >= self.config.max_viewers:
+            self.refused["full"] += 1
+            return web.json_response(
+                {"error": f"{len(self._viewers)} viewers already (max_viewers "
+                          f"{self.config.max_viewers})"}, status=503)
+        return None
+
+    async def _websocket(self, request):
+        """A WebCodecs viewer: access units out (binary), reports and pings in (text)."""
+        from aiohttp import WSMsgType, web
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        ws = web.WebSocketResponse(max_msg_size=1 << 20, heartbeat=10.0)
+        await ws.prepare(request)
+        feed = _SocketFeed(ws)
+        viewer_id = self._next_id
+        self._next_id += 1
+        self._viewers[viewer_id] = _Viewer(None, feed, channel=feed)
+        self._request_keyframe()
+        self._log(f"viewer {viewer_id} connected from {request.remote} "
+                  f"({len(self._viewers)}/{self.config.max_viewers}); WebSocket + WebCodecs")
+        try:
+            async for message in ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    self._on_message(feed, message.data)
+        finally:
+            await self._drop(viewer_id)
+        return ws
 
     def _request_keyframe(self) -> None:
         for v in self._viewers.values():
@@ -324,23 +378,30 @@ class WebRtcServer:
                 v.channel.send(text)
 
     def _on_message(self, channel, message) -> None:
+        """A page message: a clock ping (answered) or a frame report; anything else is
+        counted in ``reports_malformed`` and dropped."""
         try:
-            data = json.loads(message)
-            kind = data["type"]
-            if kind == "ping":
-                channel.send(json.dumps({"type": "pong", "id": data["id"], "t": data["t"],
-                                         "server_ns": str(time.monotonic_ns())}))
-            elif kind == "frame":
-                self._on_display(int(data["frame"]), int(data["capture_ns"]),
-                                 int(data["displayed_ns"]))
-        except (ValueError, KeyError, TypeError):
+            report = parse_report(message)
+        except MalformedReport as exc:
             self.reports_malformed += 1
+            if self.reports_malformed <= 3 or self.reports_malformed % 1000 == 0:
+                self._log(f"data channel: {exc} ({self.reports_malformed} malformed so far, "
+                          f"dropped)")
+            return
+        if report.kind == "ping":
+            channel.send(json.dumps({"type": "pong", "id": report.ping_id, "t": report.ping_t,
+                                     "server_ns": str(time.monotonic_ns())}))
+        else:
+            self._on_report(report.frame, report.capture_ns, report.stages)
 
     async def _drop(self, viewer_id: int) -> None:
         viewer = self._viewers.pop(viewer_id, None)
         if viewer is not None:
             viewer.track.stop()
-            await viewer.pc.close()
+            if viewer.pc is not None:
+                await viewer.pc.close()
+            else:
+                await viewer.track.ws.close()
             self._log(f"viewer {viewer_id} left ({len(self._viewers)} connected)")
 
     async def _shutdown(self) -> None:
@@ -380,3 +441,51 @@ class _PacketTrack(MediaStreamTrack):
 
     async def recv(self):
         return await self._queue.get()
+
+
+class _SocketFeed:
+    """A WebSocket viewer: access units as binary messages (1 byte: 1 = keyframe, then the
+    Annex B bytes) from a keyframe on, and its text channel (``send``, ``readyState``)."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.waiting_for_keyframe = True
+        self._in_flight = 0
+
+    @property
+    def readyState(self) -> str:  # noqa: N802 - the data channel's name, used alike
+        return "closed" if self.ws.closed else "open"
+
+    def send(self, text: str) -> None:
+        """A text message (pong, detections), without waiting."""
+        self._track(asyncio.ensure_future(self.ws.send_str(text)))
+
+    def offer(self, packet) -> bool:
+        """Send an access unit; False when too many are still on their way."""
+        if self.waiting_for_keyframe:
+            if not packet.is_keyframe:
+                return True
+            self.waiting_for_keyframe = False
+        if self._in_flight >= VIEWER_QUEUE:
+            return False
+        self._in_flight += 1
+        self._track(asyncio.ensure_future(
+            self.ws.send_bytes(bytes([int(packet.is_keyframe)]) + bytes(packet))),
+            counted=True)
+        return True
+
+    def _track(self, future: asyncio.Future, counted: bool = False) -> None:
+        def done(f: asyncio.Future) -> None:
+            if counted:
+                self._in_flight -= 1
+            if not f.cancelled():
+                f.exception()  # a closed socket: the viewer is dropped on its own
+
+        future.add_done_callback(done)
+
+    def reset(self) -> None:
+        """Wait for the next keyframe (what is in flight is already sent)."""
+        self.waiting_for_keyframe = True
+
+    def stop(self) -> None:
+        """Nothing to release: closing the socket ends the viewer."""

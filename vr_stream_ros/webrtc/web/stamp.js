@@ -25,24 +25,29 @@ function stampRegion(width) {
   return { cols, rows: Math.ceil(STAMP_BITS / cols) };
 }
 
-// readStamp(imageData, cols, rows) -> {frame, captureNs (BigInt)} or null.
-function readStamp(img, cols, rows) {
-  const q = STAMP_CELL / 4, bits = [];
-  for (let r = 0; r < rows && bits.length < STAMP_BITS; r++) {
-    for (let c = 0; c < cols && bits.length < STAMP_BITS; c++) {
-      let sum = 0;
-      for (let y = r * STAMP_CELL + q; y < (r + 1) * STAMP_CELL - q; y++) {
-        for (let x = c * STAMP_CELL + q; x < (c + 1) * STAMP_CELL - q; x++) {
-          sum += img.data[(y * img.width + x) * 4 + 1];  // green
-        }
-      }
-      bits.push(sum / (STAMP_CELL / 2) ** 2 > 127 ? 1 : 0);
-    }
-  }
+// decodeStamp(bitAt): bitAt(col, row) -> 0 or 1 for each cell; {frame, captureNs} or null.
+function decodeStamp(bitAt, cols) {
   const bytes = new Uint8Array(17);
-  bits.forEach((b, i) => { bytes[i >> 3] |= b << (7 - (i & 7)); });
+  for (let i = 0; i < STAMP_BITS; i++) {
+    bytes[i >> 3] |= bitAt(i % cols, Math.floor(i / cols)) << (7 - (i & 7));
+  }
   if (bytes[0] !== 0xA5) return null;
   const view = new DataView(bytes.buffer);
   if (crc32(bytes.subarray(0, 13)) !== view.getUint32(13)) return null;
   return { frame: view.getUint32(1), captureNs: view.getBigUint64(5) };
+}
+
+// readStamp(pixels, rowBytes, pixelBytes, channel, cols): the stamp of the top rows of an
+// image (RGBA from a canvas: 4 bytes a pixel, green = 1; a Y plane: 1 byte, 0), or null.
+function readStamp(pixels, rowBytes, pixelBytes, channel, cols) {
+  const q = STAMP_CELL / 4;
+  return decodeStamp((c, r) => {
+    let sum = 0;
+    for (let y = r * STAMP_CELL + q; y < (r + 1) * STAMP_CELL - q; y++) {
+      for (let x = c * STAMP_CELL + q; x < (c + 1) * STAMP_CELL - q; x++) {
+        sum += pixels[y * rowBytes + x * pixelBytes + channel];
+      }
+    }
+    return sum / (STAMP_CELL / 2) ** 2 > 127 ? 1 : 0;
+  }, cols);
 }

@@ -1,23 +1,240 @@
-// The viewer: WebRTC from headset_bridge_node, the frame stamps read from the pixels,
-// capture-to-displayed latency reported back, detections drawn. No build step, no CDN.
+// The viewer: WebRTC from headset_bridge_node; each decoded frame drawn the moment it
+// arrives (MediaStreamTrackProcessor; requestVideoFrameCallback on a <video> where that is
+// missing, or with ?path=video): onto the page's canvas, or in VR into the XR quad's
+// texture; the frame stamps read from its pixels; capture -> decoded / drawn /
+// XR-submitted reported to the bridge; detections drawn over it. No build step, no CDN.
 "use strict";
-const token = new URLSearchParams(location.search).get("token") || "";
+const query = new URLSearchParams(location.search);
+const token = query.get("token") || "";
 const video = document.getElementById("video");
+const view = document.getElementById("view");
 const statusEl = document.getElementById("status");
+const pathEl = document.getElementById("path");
 const statsEl = document.getElementById("stats");
 const boxes = document.getElementById("boxes");
+// desynchronized: the canvas skips the compositor's double buffering where it can.
+const viewCtx = view.getContext("2d", { alpha: false, desynchronized: true });
 const probe = document.createElement("canvas");
 const probeCtx = probe.getContext("2d", { willReadFrequently: true });
+const xrCanvas = document.getElementById("xr-canvas");
+const gl = xrCanvas.getContext("webgl2", { xrCompatible: true, antialias: false })
+  || xrCanvas.getContext("webgl", { xrCompatible: true, antialias: false });
+const quad = makeQuadRenderer(gl);
+const KEEP = 4000;  // samples kept per stage for the page's own percentiles
 
 // Read by the tests (and handy in the console): everything the page measured.
 const vr = window.vrStats = {
-  connected: false, framesRead: [], unreadable: 0, latenciesMs: [], offsetNs: null,
-  bestRttMs: Infinity, detections: null, error: "",
+  connected: false, framesRead: [], unreadable: 0, offsetNs: null, bestRttMs: Infinity,
+  decodedMs: [], drawnMs: [], xrMs: [], latenciesMs: [], workMs: [], overtaken: 0,
+  detections: null, error: "",
+  path: "", playoutDelay: "", newestDecoded: null, framesDecoded: 0,
+  xr: { available: null, active: false, frames: 0, bothEyes: 0, views: 0, probes: [] },
+  xrProbe: false,
 };
 let channel = null, pc = null;
+let uploads = 0, texture = null;  // the frame drawn last: {seq, stamp, submittedMs, ...}
 
 function serverNs(perfMs) {  // this page's clock (performance.now) -> the bridge's
   return BigInt(Math.round(perfMs * 1e6)) + vr.offsetNs;
+}
+
+function keep(list, value) {
+  list.push(value);
+  if (list.length > KEEP) list.shift();
+}
+
+function report(stamp, stages) {  // {stage: performance.now() ms} -> the bridge
+  if (vr.offsetNs === null || !channel || channel.readyState !== "open") return;
+  const ns = {};
+  for (const [name, ms] of Object.entries(stages)) ns[name] = serverNs(ms).toString();
+  channel.send(JSON.stringify({ type: "frame", frame: stamp.frame,
+    capture_ns: stamp.captureNs.toString(), stages: ns }));
+}
+
+function latencyMs(stamp, perfMs) {
+  return Number(serverNs(perfMs) - stamp.captureNs) / 1e6;
+}
+
+// The stamp in the top rows of a <video> (or any image source), through a canvas.
+function stampOf(source, width) {
+  if (width < 128) return null;
+  const { cols, rows } = stampRegion(width);
+  const w = cols * STAMP_CELL, h = rows * STAMP_CELL;
+  if (probe.width !== w || probe.height !== h) {
+    probe.width = w;
+    probe.height = h;
+  }
+  probeCtx.drawImage(source, 0, 0, w, h, 0, 0, w, h);
+  return readStamp(probeCtx.getImageData(0, 0, w, h).data, w * 4, 4, 1, cols);
+}
+
+// Bytes per pixel and the channel to read, by VideoFrame format (Y plane or green).
+const STAMP_PLANE = { I420: [1, 0], I420A: [1, 0], NV12: [1, 0], RGBA: [4, 1], RGBX: [4, 1],
+  BGRA: [4, 1], BGRX: [4, 1] };
+
+// The stamp of a VideoFrame, copied straight from its memory (no colour conversion);
+// through a canvas for formats copyTo cannot give (a GPU-only frame).
+async function stampOfFrame(frame) {
+  const width = frame.displayWidth, how = STAMP_PLANE[frame.format];
+  if (width < 128) return null;
+  if (!how) return stampOf(frame, width);
+  const { cols, rows } = stampRegion(width);
+  const rect = { x: 0, y: 0, width: cols * STAMP_CELL, height: rows * STAMP_CELL };
+  const bytes = new Uint8Array(frame.allocationSize({ rect }));
+  const [plane] = await frame.copyTo(bytes, { rect });
+  return readStamp(bytes.subarray(plane.offset), plane.stride, how[0], how[1], cols);
+}
+
+// Draw a decoded frame (a VideoFrame or the <video>): on the page's canvas, or in VR into
+// the quad's texture (the XR frame loop draws the newest texture at its next frame).
+// Returns what the texture now holds: {seq, stamp (filled in by stamped())}.
+function draw(source, width, height) {
+  if (vr.xr.active) {
+    quad.upload(source, width, height);
+  } else {
+    if (view.width !== width || view.height !== height) {
+      view.width = width;
+      view.height = height;
+    }
+    viewCtx.drawImage(source, 0, 0);
+  }
+  texture = { seq: ++uploads, stamp: null, submittedMs: null, xrReported: false };
+  return texture;
+}
+
+// The drawn frame's stamp is known: record and report capture -> decoded and -> drawn.
+function stamped(drawn, stamp, arrivedMs, drawnMs) {
+  if (!stamp) {
+    vr.unreadable++;
+    return;
+  }
+  drawn.stamp = stamp;
+  vr.newestDecoded = Math.max(vr.newestDecoded ?? 0, stamp.frame);
+  if (vr.framesRead.at(-1) === stamp.frame) return;
+  keep(vr.framesRead, stamp.frame);
+  if (vr.offsetNs === null) return;
+  keep(vr.decodedMs, latencyMs(stamp, arrivedMs));
+  keep(vr.drawnMs, latencyMs(stamp, drawnMs));
+  keep(vr.latenciesMs, latencyMs(stamp, drawnMs));
+  report(stamp, { browser_decoded: arrivedMs, browser_drawn: drawnMs });
+  onXrSubmitted(drawn);  // if the XR loop drew it before its stamp was read
+}
+
+// capture -> first XR frame that showed it, once both the stamp and that frame are known.
+function onXrSubmitted(drawn) {
+  if (vr.offsetNs === null || !drawn.stamp || drawn.submittedMs === null || drawn.xrReported) {
+    return;
+  }
+  drawn.xrReported = true;
+  keep(vr.xrMs, latencyMs(drawn.stamp, drawn.submittedMs));
+  report(drawn.stamp, { xr_submitted: drawn.submittedMs });
+}
+
+// takeFrame(frame, arrivedMs): a decoded VideoFrame (MediaStreamTrackProcessor or
+// WebCodecs), drawn at the next free moment of this thread; one overtaken by a newer one
+// before then is closed unshown (counted in vr.overtaken): a busy page never falls behind.
+const takeFrame = (() => {
+  let pending = null, stamps = Promise.resolve();
+  const drawPending = () => {
+    const { frame, arrivedMs } = pending;
+    pending = null;
+    const drawn = draw(frame, frame.displayWidth, frame.displayHeight);
+    const drawnMs = performance.now();
+    keep(vr.workMs, drawnMs - arrivedMs);
+    stamps = stamps.then(() => stampOfFrame(frame))  // in order, off the drawing path
+      .then((stamp) => stamped(drawn, stamp, arrivedMs, drawnMs))
+      .catch((err) => { vr.error = `stamp: ${err}`; })
+      .finally(() => frame.close());  // the decoder gets its buffer back
+  };
+  return (frame, arrivedMs) => {
+    if (pending) {
+      pending.frame.close();
+      vr.overtaken++;
+    } else {
+      setTimeout(drawPending, 0);
+    }
+    pending = { frame, arrivedMs };
+  };
+})();
+
+// MediaStreamTrackProcessor: every decoded VideoFrame as it comes, no <video>, no pacing.
+async function pumpFrames(track) {
+  const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
+  for (;;) {
+    const { value: frame, done } = await reader.read();
+    if (done) return;
+    takeFrame(frame, performance.now());
+  }
+}
+
+// No WebRTC at all: the bridge's H.264 access units over a WebSocket (1 byte keyframe
+// flag, then Annex B), decoded by WebCodecs as they come: no jitter buffer, no pacing.
+function connectSocket() {
+  vr.path = document.body.dataset.path = "webcodecs";
+  vr.playoutDelay = "not used (WebCodecs: no jitter buffer)";
+  pathEl.textContent = "frames: WebSocket -> WebCodecs VideoDecoder (optimizeForLatency)";
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+  ws.binaryType = "arraybuffer";
+  channel = window.vrChannel = {  // what the data channel offers, over the socket
+    send: (text) => ws.send(text),
+    get readyState() { return ws.readyState === WebSocket.OPEN ? "open" : "closed"; },
+  };
+  const decoder = new VideoDecoder({
+    output: (frame) => takeFrame(frame, performance.now()),
+    error: (err) => { vr.error = `decoder: ${err}`; },
+  });
+  decoder.configure({ codec: "avc1.42E028", optimizeForLatency: true });  // Constrained Baseline
+  let chunks = 0;
+  ws.onmessage = (event) => {
+    if (typeof event.data === "string") return onMessage(event);
+    const bytes = new Uint8Array(event.data);
+    if (decoder.state !== "configured") return;
+    decoder.decode(new EncodedVideoChunk({ type: bytes[0] ? "key" : "delta",
+      timestamp: ++chunks, data: bytes.subarray(1) }));
+    vr.framesDecoded = chunks;
+  };
+  ws.onopen = () => {
+    vr.connected = true;
+    statusEl.textContent = `connected, playout delay: ${vr.playoutDelay}`;
+    for (let i = 0; i < 8; i++) setTimeout(() => ping(i), i * 100);
+    setInterval(() => ping(-1), 2000);
+  };
+  ws.onclose = (event) => {
+    vr.connected = false;
+    statusEl.textContent = `not connected (WebSocket closed ${event.code})`;
+  };
+}
+
+// The fallback: the <video> element's frames, when it presents them.
+function onVideoFrame(now, meta) {
+  const arrivedMs = performance.now();
+  if (video.videoWidth) {
+    const drawn = draw(video, video.videoWidth, video.videoHeight);
+    const drawnMs = performance.now();
+    keep(vr.workMs, drawnMs - arrivedMs);
+    stamped(drawn, stampOf(video, video.videoWidth), arrivedMs, drawnMs);
+  }
+  video.requestVideoFrameCallback(onVideoFrame);
+}
+
+function drawBoxes() {
+  const ctx = boxes.getContext("2d");
+  const width = quad.width, height = quad.height;
+  const shown = vr.path === "video" ? video : view;
+  boxes.width = shown.clientWidth;
+  boxes.height = shown.clientHeight;
+  ctx.clearRect(0, 0, boxes.width, boxes.height);
+  const d = vr.detections;
+  if (!d || !width) return;
+  const sx = boxes.width / width, sy = boxes.height / height;
+  ctx.strokeStyle = "#0f0";
+  ctx.fillStyle = "#0f0";
+  ctx.font = "14px sans-serif";
+  for (const [cx, cy, bw, bh, name, score] of d.boxes) {
+    ctx.strokeRect((cx - bw / 2) * sx, (cy - bh / 2) * sy, bw * sx, bh * sy);
+    ctx.fillText(`${name} ${score.toFixed(2)}`, (cx - bw / 2) * sx + 2, (cy - bh / 2) * sy - 3);
+  }
 }
 
 function onMessage(event) {
@@ -30,55 +247,13 @@ function onMessage(event) {
     }
   } else if (m.type === "detections") {
     vr.detections = m;
+    drawBoxes();
   }
 }
 
 function ping(id) {
   if (channel && channel.readyState === "open") {
     channel.send(JSON.stringify({ type: "ping", id, t: performance.now() }));
-  }
-}
-
-function onVideoFrame(now, meta) {
-  const w = video.videoWidth, h = video.videoHeight;
-  if (w >= 128) {
-    const { cols, rows } = stampRegion(w);
-    probe.width = cols * STAMP_CELL;
-    probe.height = rows * STAMP_CELL;
-    probeCtx.drawImage(video, 0, 0, probe.width, probe.height, 0, 0, probe.width, probe.height);
-    const stamp = readStamp(probeCtx.getImageData(0, 0, probe.width, probe.height), cols, rows);
-    if (!stamp) {
-      vr.unreadable++;
-    } else if (vr.framesRead.at(-1) !== stamp.frame) {
-      vr.framesRead.push(stamp.frame);
-      if (vr.offsetNs !== null) {
-        const shown = serverNs(meta.expectedDisplayTime || now);
-        vr.latenciesMs.push(Number(shown - stamp.captureNs) / 1e6);
-        if (channel && channel.readyState === "open") {
-          channel.send(JSON.stringify({ type: "frame", frame: stamp.frame,
-            capture_ns: stamp.captureNs.toString(), displayed_ns: shown.toString() }));
-        }
-      }
-    }
-  }
-  drawBoxes();
-  video.requestVideoFrameCallback(onVideoFrame);
-}
-
-function drawBoxes() {
-  const ctx = boxes.getContext("2d");
-  boxes.width = video.clientWidth;
-  boxes.height = video.clientHeight;
-  ctx.clearRect(0, 0, boxes.width, boxes.height);
-  const d = vr.detections;
-  if (!d || !video.videoWidth) return;
-  const sx = boxes.width / video.videoWidth, sy = boxes.height / video.videoHeight;
-  ctx.strokeStyle = "#0f0";
-  ctx.fillStyle = "#0f0";
-  ctx.font = "14px sans-serif";
-  for (const [cx, cy, bw, bh, name, score] of d.boxes) {
-    ctx.strokeRect((cx - bw / 2) * sx, (cy - bh / 2) * sy, bw * sx, bh * sy);
-    ctx.fillText(`${name} ${score.toFixed(2)}`, (cx - bw / 2) * sx + 2, (cy - bh / 2) * sy - 3);
   }
 }
 
@@ -89,28 +264,46 @@ function percentile(values, p) {
 }
 
 async function showStats() {
-  if (!pc) return;
-  let decoded = 0, fps = 0, jitterMs = 0;
-  (await pc.getStats()).forEach((r) => {
+  let fps = 0, jitterMs = 0;
+  (pc ? await pc.getStats() : new Map()).forEach((r) => {
     if (r.type === "inbound-rtp" && r.kind === "video") {
-      decoded = r.framesDecoded || 0;
+      vr.framesDecoded = r.framesDecoded || 0;
       fps = r.framesPerSecond || 0;
       jitterMs = r.jitterBufferDelay && r.jitterBufferEmittedCount
         ? (1000 * r.jitterBufferDelay) / r.jitterBufferEmittedCount : 0;
     }
   });
-  vr.framesDecoded = decoded;
-  const recent = vr.latenciesMs.slice(-120);
+  const line = (name, list) => {
+    const recent = list.slice(-120);
+    return `capture -> ${name} p50 ${percentile(recent, 50).toFixed(1)}  p95 ` +
+      `${percentile(recent, 95).toFixed(1)} ms`;
+  };
   const d = vr.detections;
   statsEl.textContent = [
-    `${fps.toFixed(1)} fps, ${decoded} frames decoded, ${video.videoWidth}x${video.videoHeight}`,
-    `capture -> displayed  p50 ${percentile(recent, 50).toFixed(1)}  p95 ` +
-      `${percentile(recent, 95).toFixed(1)} ms (last ${recent.length} frames)`,
+    `${fps.toFixed(1)} fps, ${vr.framesDecoded} frames decoded, ${quad.width}x${quad.height}`,
+    line("decoded", vr.decodedMs), line("drawn", vr.drawnMs),
+    vr.xrMs.length ? line("XR frame", vr.xrMs) : "capture -> XR frame: not in VR",
     `jitter buffer ${jitterMs.toFixed(1)} ms, clock sync rtt ${vr.bestRttMs.toFixed(2)} ms`,
     `frame stamps read ${vr.framesRead.length}, unreadable ${vr.unreadable}`,
     d ? `detections of frame ${d.frame} (lag ${d.sent_with - d.frame}): ${d.boxes.length}`
       : "detections: none (start with yolo:=true)",
   ].join("\n");
+}
+
+function useTrack(track) {
+  const direct = typeof MediaStreamTrackProcessor === "function" && query.get("path") !== "video";
+  vr.path = direct ? "direct" : "video";
+  document.body.dataset.path = vr.path;
+  pathEl.textContent = direct ? "frames: decoded -> WebGL (MediaStreamTrackProcessor)"
+    : "frames: <video> element (requestVideoFrameCallback)" +
+      (typeof MediaStreamTrackProcessor === "function" ? ""
+        : ": this browser has no MediaStreamTrackProcessor");
+  if (direct) {
+    pumpFrames(track).catch((err) => { vr.error = `frames: ${err}`; });
+  } else {
+    video.srcObject = new MediaStream([track]);
+    video.requestVideoFrameCallback(onVideoFrame);
+  }
 }
 
 async function connect() {
@@ -119,19 +312,20 @@ async function connect() {
   const h264 = RTCRtpReceiver.getCapabilities("video").codecs
     .filter((c) => c.mimeType === "video/H264");
   if (h264.length) transceiver.setCodecPreferences(h264);
-  // Latency first: ask the jitter buffer for its minimum.
+  // Latency first: ask the jitter buffer for its minimum (the sender's playout-delay
+  // extension, when negotiated, also caps the maximum).
   if ("jitterBufferTarget" in transceiver.receiver) transceiver.receiver.jitterBufferTarget = 0;
   transceiver.receiver.playoutDelayHint = 0;
-  channel = pc.createDataChannel("vr");
+  channel = window.vrChannel = pc.createDataChannel("vr");
   channel.onmessage = onMessage;
   channel.onopen = () => {
     for (let i = 0; i < 8; i++) setTimeout(() => ping(i), i * 100);
     setInterval(() => ping(-1), 2000);
   };
-  pc.ontrack = (event) => { video.srcObject = new MediaStream([event.track]); };
+  pc.ontrack = (event) => useTrack(event.track);
   pc.onconnectionstatechange = () => {
-    statusEl.textContent = pc.connectionState;
     vr.connected = pc.connectionState === "connected";
+    statusEl.textContent = `${pc.connectionState}, playout delay: ${vr.playoutDelay}`;
   };
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((resolve) => {
@@ -145,12 +339,20 @@ async function connect() {
   const answer = await reply.json();
   if (!reply.ok) throw new Error(`${reply.status}: ${answer.error}`);
   await pc.setRemoteDescription(answer);
+  // What the bridge's answer really negotiated (not what it says about itself).
+  const extmap = pc.remoteDescription.sdp.split(/\r?\n/)
+    .find((l) => l.includes("/rtp-hdrext/playout-delay"));
+  vr.playoutDelay = extmap ? `negotiated (${extmap.trim()})` : "not negotiated";
+  statusEl.textContent = `${pc.connectionState}, playout delay: ${vr.playoutDelay}`;
 }
 
-video.requestVideoFrameCallback(onVideoFrame);
 setInterval(showStats, 500);
-connect().catch((err) => {
-  vr.error = String(err);
-  statusEl.textContent = `not connected: ${err}`;
-});
-setUpVr(video, document.body.dataset.quad);
+if (query.get("path") === "webcodecs" && typeof VideoDecoder === "function") {
+  connectSocket();
+} else {
+  connect().catch((err) => {
+    vr.error = String(err);
+    statusEl.textContent = `not connected: ${err}`;
+  });
+}
+setUpVr(gl, quad, vr, () => texture, onXrSubmitted);

@@ -1,6 +1,6 @@
-// "Enter VR": the video on a quad in WebXR (immersive-vr), with plain WebGL.
-// World-locked: the quad stays 2 m in front of where you looked when you entered.
-// Head-locked: it follows your head. The video is one side-by-side texture.
+// In WebXR (immersive-vr), the video on a textured quad 2 m in front, with plain WebGL. World-locked: the quad stays where you looked when you
+// entered. Head-locked: it follows your head. Each decoded frame is uploaded once, when it
+// arrives; the XR frame loop draws whatever texture is newest and never waits for a frame.
 "use strict";
 
 function mat4Multiply(a, b) {  // column-major, as WebXR gives them
@@ -20,6 +20,7 @@ function quadModel(widthM, heightM, distanceM) {  // scale, then move in front (
     0, 0, -distanceM, 1]);
 }
 
+// makeQuadRenderer(gl): one texture (the newest frame) and a quad to draw it with.
 function makeQuadRenderer(gl) {
   const vs = `attribute vec2 p; uniform mat4 mvp; varying vec2 uv;
     void main() { uv = vec2(p.x * 0.5 + 0.5, 0.5 - p.y * 0.5); gl_Position = mvp * vec4(p, 0.0, 1.0); }`;
@@ -40,13 +41,18 @@ function makeQuadRenderer(gl) {
   gl.bindTexture(gl.TEXTURE_2D, tex);
   for (const [k, v] of [[gl.TEXTURE_MIN_FILTER, gl.LINEAR], [gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE],
     [gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE]]) gl.texParameteri(gl.TEXTURE_2D, k, v);
+  let size = [0, 0];
   return {
-    upload(video) {
+    get width() { return size[0]; },
+    get height() { return size[1]; },
+    upload(source, width, height) {  // a VideoFrame or a <video>
       gl.bindTexture(gl.TEXTURE_2D, tex);
-      gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGB, gl.RGB, gl.UNSIGNED_BYTE, video);
+      gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, source);
+      size = [width, height];
     },
     draw(mvp) {
       gl.useProgram(prog);
+      gl.bindTexture(gl.TEXTURE_2D, tex);
       gl.bindBuffer(gl.ARRAY_BUFFER, buf);
       const loc = gl.getAttribLocation(prog, "p");
       gl.enableVertexAttribArray(loc);
@@ -57,27 +63,68 @@ function makeQuadRenderer(gl) {
   };
 }
 
-async function setUpVr(video, quadMode) {
+// Where a texture point (u, v in 0..1, v down) lands in the viewport, GL pixels.
+function projectUv(mvp, vp, u, v) {
+  const x = u * 2 - 1, y = 1 - v * 2;
+  const cx = mvp[0] * x + mvp[4] * y + mvp[12], cy = mvp[1] * x + mvp[5] * y + mvp[13];
+  const cw = mvp[3] * x + mvp[7] * y + mvp[15];
+  return [vp.x + ((cx / cw) * 0.5 + 0.5) * vp.width, vp.y + ((cy / cw) * 0.5 + 0.5) * vp.height];
+}
+
+// The stamp as drawn into an XR view: each cell's centre projected and read back.
+function readXrStamp(gl, mvp, vp, texWidth, texHeight) {
+  const { cols, rows } = stampRegion(texWidth);
+  const points = [];
+  for (let i = 0; i < STAMP_BITS; i++) {
+    const c = i % cols, r = Math.floor(i / cols);
+    points.push(projectUv(mvp, vp, ((c + 0.5) * STAMP_CELL) / texWidth,
+      ((r + 0.5) * STAMP_CELL) / texHeight).map(Math.floor));
+  }
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const x0 = Math.min(...xs), y0 = Math.min(...ys);
+  const w = Math.max(...xs) - x0 + 1, h = Math.max(...ys) - y0 + 1;
+  const px = new Uint8Array(w * h * 4);
+  gl.readPixels(x0, y0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, px);
+  return decodeStamp((c, r) => {
+    const [x, y] = points[r * cols + c];
+    return px[((y - y0) * w + (x - x0)) * 4 + 1] > 127 ? 1 : 0;
+  }, cols);
+}
+
+// setUpVr(gl, quad, vr, onTexture, onSubmitted): the Enter VR button and the XR frame
+// loop. onTexture() is what the texture holds now ({seq, stamp, submittedMs} or null);
+// the first XR frame that shows it sets submittedMs and calls onSubmitted(it).
+async function setUpVr(gl, quad, vr, onTexture, onSubmitted) {
   const button = document.getElementById("enter-vr");
   const headLocked = document.getElementById("head-locked");
-  headLocked.checked = quadMode === "head";
+  headLocked.checked = document.body.dataset.quad === "head";
   const supported = navigator.xr && await navigator.xr.isSessionSupported("immersive-vr")
     .catch(() => false);
   if (!supported) {
     button.textContent = "VR not available here (open this page in the Quest browser)";
+    vr.xr.available = false;
     return;
   }
+  vr.xr.available = true;
   button.disabled = false;
   button.onclick = async () => {
-    const session = await navigator.xr.requestSession("immersive-vr");
-    const canvas = document.getElementById("xr-canvas");
-    const gl = canvas.getContext("webgl", { xrCompatible: true });
+    if (window.vrXrSession) {
+      window.vrXrSession.end();
+      return;
+    }
+    const session = window.vrXrSession = await navigator.xr.requestSession("immersive-vr");
     await gl.makeXRCompatible();
     session.updateRenderState({ baseLayer: new XRWebGLLayer(session, gl) });
     const space = await session.requestReferenceSpace("local");
-    const quad = makeQuadRenderer(gl);
-    const aspect = () => (video.videoWidth && video.videoHeight
-      ? video.videoWidth / video.videoHeight : 16 / 9);
+    vr.xr.active = true;
+    button.textContent = "Exit VR";
+    document.body.classList.add("in-vr");
+    session.addEventListener("end", () => {
+      window.vrXrSession = null;
+      vr.xr.active = false;
+      button.textContent = "Enter VR";
+      document.body.classList.remove("in-vr");
+    });
     const onFrame = (time, frame) => {
       session.requestAnimationFrame(onFrame);
       const pose = frame.getViewerPose(space);
@@ -86,15 +133,39 @@ async function setUpVr(video, quadMode) {
       gl.bindFramebuffer(gl.FRAMEBUFFER, layer.framebuffer);
       gl.clearColor(0, 0, 0, 1);
       gl.clear(gl.COLOR_BUFFER_BIT);
-      if (video.readyState >= 2) quad.upload(video);
-      const model = quadModel(1.6, 1.6 / aspect(), 2.0);
+      const shown = onTexture();
+      const aspect = quad.width && quad.height ? quad.width / quad.height : 16 / 9;
+      const model = quadModel(1.6, 1.6 / aspect, 2.0);
+      let eyes = 0, probe = null;
       for (const view of pose.views) {
         const vp = layer.getViewport(view);
         gl.viewport(vp.x, vp.y, vp.width, vp.height);
         // Head-locked: the quad lives in view space, so the view matrix is left out.
         const placed = headLocked.checked ? model
           : mat4Multiply(view.transform.inverse.matrix, model);
-        quad.draw(mat4Multiply(view.projectionMatrix, placed));
+        const mvp = mat4Multiply(view.projectionMatrix, placed);
+        if (shown) {
+          quad.draw(mvp);
+          eyes++;
+          if (vr.xrProbe && probe === null) {  // tests: what the first eye really shows
+            probe = { quadAt: projectUv(mvp, vp, 0.5, 0.5),
+              stamp: readXrStamp(gl, mvp, vp, quad.width, quad.height) };
+          }
+        }
+      }
+      const submittedMs = performance.now();
+      vr.xr.frames++;
+      vr.xr.views = pose.views.length;
+      if (eyes === pose.views.length && eyes > 0) vr.xr.bothEyes++;
+      if (probe) {
+        vr.xr.probes.push({ stamped: probe.stamp ? probe.stamp.frame : null,
+          texture: shown.stamp ? shown.stamp.frame : null, newest: vr.newestDecoded, quadAt: probe.quadAt,
+          headLocked: headLocked.checked });
+        if (vr.xr.probes.length > 600) vr.xr.probes.shift();
+      }
+      if (shown && shown.submittedMs === null) {
+        shown.submittedMs = submittedMs;
+        onSubmitted(shown);
       }
     };
     session.requestAnimationFrame(onFrame);
