@@ -13,7 +13,7 @@ export YOLO
 ENV := unset COLCON_PREFIX_PATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH PYTHONPATH && \
 	source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
 
-.PHONY: setup run test lint bench bench-jitter bench-yolo bench-webrtc dashboard clean
+.PHONY: setup run test lint bench bench-jitter bench-yolo bench-webrtc bench-remote dashboard clean
 setup:
 	@bash tools/bootstrap.sh
 
@@ -42,6 +42,11 @@ bench-yolo: setup
 
 bench-webrtc: setup
 	@$(ENV) python -m vr_stream_ros.bench.webrtc $(ARGS)
+
+# Two network namespaces (root): video p99 with and without a remote image_raw/compressed
+# subscriber, the compressed topic's bandwidth, local vs remote detection lag.
+bench-remote: setup
+	@$(ENV) python -m vr_stream_ros.bench.remote $(ARGS)
 
 dashboard: setup
 	@$(ENV) python -m vr_stream_ros.nodes.dashboard_node $(ARGS)

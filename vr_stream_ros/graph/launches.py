@@ -105,6 +105,11 @@ _ARGUMENTS = (
     ("webrtc_port", "headset_bridge_node"),
     ("webrtc_bind", "headset_bridge_node"),
     ("webrtc_token", "headset_bridge_node"),
+    ("webrtc_max_playout_delay_ms", "headset_bridge_node"),
+    ("frame_source", "detector_node"),
+    ("image_topic", "detector_node"),
+    ("compressed_quality", "camera_node"),
+    ("compressed_fps", "camera_node"),
 )
 
 

@@ -29,6 +29,10 @@ SENSOR_DATA = QoS("sensor_data", "best_effort", 5)
 """rclpy's qos_profile_sensor_data: a RELIABLE subscriber gets nothing from it."""
 
 
+NEWEST_ONLY = QoS("newest_only", "best_effort", 1)
+"""Keep last 1, best effort: a consumer that only ever wants the newest frame."""
+
+
 def reliable(depth: int) -> QoS:
     """QoSProfile(depth=N) (or a plain depth): ROS's default profile, reliable."""
     return QoS("default", "reliable", depth)
@@ -88,7 +92,16 @@ NODE_TOPICS: tuple[NodeTopics, ...] = (
               only_if="send_detections:=true"),
     )),
     NodeTopics("detector_node", "detector_node",
-               "YOLO beside the video path (yolo:=true): newest frame of the ring when free.", (
+               "YOLO beside the video path (yolo:=true): newest frame when free, from the "
+               "ring on the camera's host or from image_raw/compressed on another "
+               "(frame_source).", (
+        Topic("frame_ref", "vr_stream_ros/msg/FrameRef", "sub", SENSOR_DATA,
+              "always: the camera's host and ring decide the frame source, and a topic "
+              "frame takes its seq and capture stamp from its FrameRef"),
+        Topic("image_raw/compressed", "sensor_msgs/msg/CompressedImage", "sub", NEWEST_ONLY,
+              "while the frame source is the topic (camera on another host, or "
+              "frame_source:=topic); image_topic:=image_raw takes sensor_msgs/Image instead",
+              only_if="frame_source is the topic"),
         Topic("detections", "vr_stream_ros/msg/DetectionArray", "pub", reliable(5),
               "each frame it detected (frames it was busy for are counted, not queued)"),
         Topic("vision_detections", "vision_msgs/msg/Detection2DArray", "pub", reliable(5),
@@ -106,5 +119,5 @@ NODE_TOPICS: tuple[NodeTopics, ...] = (
     )),
 )
 
-CONDITIONS = ("send_detections:=true", "vision_msgs is installed")
+CONDITIONS = ("send_detections:=true", "vision_msgs is installed", "frame_source is the topic")
 """Every ``only_if`` used above (a test must know how to decide each)."""
