@@ -71,6 +71,18 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               min=0.0, max=10000.0),
     ParamSpec("burst_kib", 64, "Pacing: bytes a frame may send at once before pacing, KiB.",
               min=2, max=16384),
+    ParamSpec("nack", False,
+              "transport:=udp: resend packets the headset asks for (RFC 4585 generic NACK, "
+              "RFC 4588 RTX) and mark each frame's packet count so a lost last packet is "
+              "asked for too."),
+    ParamSpec("nack_history_ms", 200.0, "nack: how long sent packets are kept for resending.",
+              min=100.0, max=2000.0),
+    ParamSpec("nack_deadline_ms", 0.0,
+              "nack: never resend a packet of a frame sent longer ago than this; 0 = one "
+              "frame period past due (two frame periods).", min=0.0, max=1000.0),
+    ParamSpec("nack_max_resend_per_s", 2000.0,
+              "nack: resends per second at most (a NACK flood is cut to this).",
+              min=10.0, max=100000.0),
     ParamSpec("dscp", 46, "DSCP of outgoing packets (46 = EF, expedited forwarding).",
               min=0, max=63),
     ParamSpec("sndbuf_kib", 256, "Socket send buffer in KiB (small = stale frames are dropped).",

@@ -27,7 +27,7 @@ from vr_stream_ros.ros.runner import run_node
 from vr_stream_ros.rtp.packet import FRAME_EXTMAP
 from vr_stream_ros.rtp.sdp import make_sdp
 from vr_stream_ros.sinks.base import FrameSink
-from vr_stream_ros.sinks.rtp import RtpJpegSink, TcpRtpJpegSink
+from vr_stream_ros.sinks.rtp import NackConfig, RtpJpegSink, TcpRtpJpegSink
 from vr_stream_ros.sinks.stream_stats import StreamStats
 from vr_stream_ros.sinks.video_loop import VideoLoop
 
@@ -88,8 +88,10 @@ class HeadsetBridgeNode(RingNode):
         sender = open_sender(p["transport"], p["headset_ip"], p["headset_port"],
                              dscp=p["dscp"], sndbuf=p["sndbuf_kib"] * 1024, **pacing)
         cls = TcpRtpJpegSink if p["transport"] == "tcp" else RtpJpegSink
+        nack = NackConfig(p["nack"] and p["transport"] == "udp", p["nack_history_ms"],
+                          p["nack_deadline_ms"], p["nack_max_resend_per_s"])
         sink = cls(sender, encoder, ssrc=random.getrandbits(32), mtu=p["mtu"],
-                   rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats)
+                   rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats, nack=nack)
         if p["sdp_path"]:
             self._write_sdp()
         return sink
@@ -127,8 +129,9 @@ class HeadsetBridgeNode(RingNode):
 
     def _write_sdp(self) -> None:
         p = self.p
+        nack = p["nack"] and p["transport"] == "udp"
         sdp = make_sdp(resolve_ipv4(p["headset_ip"]), p["headset_port"], extmap=FRAME_EXTMAP,
-                       transport=p["transport"])
+                       transport=p["transport"], nack=nack)
         tmp = p["sdp_path"] + ".tmp"
         with open(tmp, "w") as f:
             f.write(sdp)

@@ -44,6 +44,7 @@ class HeadsetFeedback:
         self.reports = 0
         self.malformed = 0
         self.last_report_ns = 0
+        self.nacks: list[list[int]] = []  # sequence numbers asked for, per NACK, not yet served
 
     def sender_report_sent(self, sent_ns: int) -> None:
         """Remember an SR (its NTP field was ``sent_ns``) to match the LSR of replies."""
@@ -67,6 +68,7 @@ class HeadsetFeedback:
         self.reports += 1
         self.last_report_ns = arrived_ns
         self._digest_blocks(report, arrived_ns)
+        self.nacks += [seqs for ssrc, seqs in report.nacks if ssrc == self.ssrc]
         return self._frames_of(report)
 
     def _digest_blocks(self, report: Compound, arrived_ns: int) -> None:

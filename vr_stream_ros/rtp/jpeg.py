@@ -229,7 +229,8 @@ class JpegPacketizer:
     frames (and wraps at 2**16).
     """
 
-    def __init__(self, ssrc: int, payload_type: int = JPEG_PAYLOAD_TYPE, mtu: int = 1400) -> None:
+    def __init__(self, ssrc: int, payload_type: int = JPEG_PAYLOAD_TYPE, mtu: int = 1400,
+                 frame_span: bool = False) -> None:
         if not 0 <= ssrc <= 0xFFFFFFFF:
             raise ValueError(f"parameter 'ssrc': got {ssrc}, expected 0..2**32-1")
         if not 0 <= payload_type <= 127:
@@ -240,6 +241,7 @@ class JpegPacketizer:
         self.ssrc = ssrc
         self.payload_type = payload_type
         self.mtu = mtu
+        self.frame_span = frame_span  # the frame-packets extension (packet.py, id 3)
         self.sequence = 0
 
     def packetize(self, jpeg: bytes, rtp_timestamp: int, capture_ns: int,
@@ -251,13 +253,20 @@ class JpegPacketizer:
         if total >= _MAX_OFFSET:
             raise JpegFormatError(f"JPEG: scan of {total} bytes exceeds RTP/JPEG's 24-bit "
                                   "fragment offset")
-        ext = frame_extensions(capture_ns, frame_seq)
+        qheader = _QHEADER.pack(0, 0, len(parsed.qtables)) + parsed.qtables
+        span = None
+        if self.frame_span:  # the packet count must be known before the first packet
+            probe = len(frame_extensions(capture_ns, frame_seq, (0, 1)))
+            room = self.mtu - (RTP_HEADER_SIZE + probe + _MAIN_SIZE +
+                               (4 if parsed.restart_interval else 0))
+            rest = max(0, total - (room - len(qheader)))
+            span = (self.sequence, 1 + -(-rest // room))
+        ext = frame_extensions(capture_ns, frame_seq, span)
         main_at = RTP_HEADER_SIZE + len(ext)
         header = bytearray(main_at + _MAIN_SIZE + (4 if parsed.restart_interval else 0))
         header[RTP_HEADER_SIZE:main_at] = ext
         if parsed.restart_interval:  # F = L = 1, count 0x3FFF: not aligned to intervals
             _RESTART.pack_into(header, main_at + _MAIN_SIZE, parsed.restart_interval, 0xFFFF)
-        qheader = _QHEADER.pack(0, 0, len(parsed.qtables)) + parsed.qtables
         room = self.mtu - len(header)
         b0 = 0x90  # version 2, extension bit
         pt, ts, ssrc = self.payload_type, rtp_timestamp & 0xFFFFFFFF, self.ssrc
@@ -299,8 +308,9 @@ class ReceivedFrame:
 class _Pending:
     """A frame being reassembled."""
 
-    __slots__ = ("capture_ns", "chunks", "dims", "first_ns", "frame_seq", "last_ns", "packets",
-                 "qtables", "received", "restart_interval", "timestamp", "total")
+    __slots__ = ("capture_ns", "chunks", "complete", "dims", "first_ns", "frame_seq", "last_ns",
+                 "packets", "qtables", "received", "restart_interval", "result", "timestamp",
+                 "total")
 
     def __init__(self, timestamp: int, arrival_ns: int) -> None:
         self.timestamp = timestamp
@@ -314,6 +324,8 @@ class _Pending:
         self.frame_seq: int | None = None
         self.first_ns = self.last_ns = arrival_ns
         self.packets = 0
+        self.complete = False  # reassembled, waiting (hold) for an older frame's repair
+        self.result: ReceivedFrame | None = None
 
     def contiguous(self) -> bool:
         """True when the fragments cover 0..total exactly, without holes or overlaps."""
@@ -402,21 +414,31 @@ class JpegDepacketizer:
     """Reassembles RTP/JPEG frames; a malformed datagram is counted, not raised.
 
     A frame is given up (``frames_incomplete``) when a later frame completes first, or
-    when more than ``MAX_PENDING`` frames are in flight. Counters: ``frames_complete``,
+    when more than ``MAX_PENDING`` frames are in flight. With ``hold_ms`` > 0 (a receiver
+    that asks for repairs), a complete frame waits behind an older incomplete one until
+    that one completes or is ``hold_ms`` old (from its first packet), so frames still
+    come out in order and a repaired frame is shown; call ``release`` when no packet
+    arrives (``next_release_ns`` says when). Counters: ``frames_complete``,
     ``frames_incomplete``, ``packets`` (valid ones), ``packets_lost`` (sequence gaps
     not filled later), ``malformed`` (datagrams dropped as not RTP/JPEG).
     """
 
     MAX_PENDING = 2
+    MAX_PENDING_HELD = 5  # with hold_ms: a frame period of repair time at 60 fps, and more
     MAX_DROPOUT = 3000  # RFC 3550 A.1: a bigger jump is a restarted sender, not loss
     MAX_MISORDER = 100
 
-    def __init__(self, payload_type: int = JPEG_PAYLOAD_TYPE) -> None:
+    def __init__(self, payload_type: int = JPEG_PAYLOAD_TYPE, hold_ms: float = 0.0) -> None:
+        if hold_ms < 0:
+            raise ValueError(f"depacketizer hold_ms: got {hold_ms}, expected >= 0")
         self.payload_type = payload_type
+        self.hold_ns = int(hold_ms * 1e6)
+        self._max_pending = self.MAX_PENDING_HELD if hold_ms else self.MAX_PENDING
         self.frames_complete = 0
         self.frames_incomplete = 0
         self.packets = 0
         self.packets_lost = 0
+        self.packets_recovered = 0  # retransmitted packets received
         self.malformed = 0
         self.cycles = 0  # sequence number wrap-arounds (for the extended highest seq)
         self.jitter = 0.0  # RFC 3550 interarrival jitter, RTP timestamp units
@@ -439,19 +461,36 @@ class JpegDepacketizer:
         """Frames started but not yet complete."""
         return len(self._pending)
 
-    def push(self, packet: bytes, arrival_ns: int) -> list[ReceivedFrame]:
+    def push(self, packet: bytes, arrival_ns: int,
+             retransmitted: bool = False) -> list[ReceivedFrame]:
         """Feed one datagram received at ``arrival_ns``; return the frames it completed.
 
         A malformed datagram (:class:`MalformedPacket`) is counted in ``malformed`` and
         dropped; nothing else is caught. A ``bytes`` packet is kept by reference until its
-        frame completes (no copy); any other buffer is copied.
+        frame completes (no copy); any other buffer is copied. A ``retransmitted`` packet
+        (restored from RTX) fills its frame but counts in neither the sequence (loss)
+        nor the jitter figures, which describe the network.
         """
         try:
             fragment = parse_jpeg_packet(packet, self.payload_type)
         except MalformedPacket:
             self.malformed += 1
             return []
-        return self._add(fragment, type(packet) is bytes, arrival_ns)
+        return self._add(fragment, type(packet) is bytes, arrival_ns, retransmitted)
+
+    def parse(self, packet: bytes | memoryview) -> JpegFragment | None:
+        """``parse_jpeg_packet`` for this stream's payload type; None (counted in
+        ``malformed``) for a malformed datagram."""
+        try:
+            return parse_jpeg_packet(packet, self.payload_type)
+        except MalformedPacket:
+            self.malformed += 1
+            return None
+
+    def push_fragment(self, fragment: JpegFragment, arrival_ns: int, keep_reference: bool,
+                      retransmitted: bool = False) -> list[ReceivedFrame]:
+        """``push`` for a datagram already parsed with ``parse``."""
+        return self._add(fragment, keep_reference, arrival_ns, retransmitted)
 
     def flush(self) -> int:
         """Give up every frame still pending (end of stream); return how many."""
@@ -479,14 +518,17 @@ class JpegDepacketizer:
             self._highest_seq = seq
 
     def _update_jitter(self, rtp_timestamp: int, arrival_ns: int) -> None:
+        """RFC 3550 A.8's estimator over frames: fed the arrival of each frame's last
+        (marker) packet. Over every packet it reads far too low, since the packets of a
+        frame share one timestamp and leave in one burst."""
         transit = (arrival_ns * 9 // 100_000 - rtp_timestamp) & 0xFFFFFFFF  # 90 kHz units
         if self._last_transit is not None:
             d = abs(((transit - self._last_transit + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
             self.jitter += (d - self.jitter) / 16
         self._last_transit = transit
 
-    def _add(self, fragment: JpegFragment, keep_reference: bool,
-             arrival_ns: int) -> list[ReceivedFrame]:
+    def _add(self, fragment: JpegFragment, keep_reference: bool, arrival_ns: int,
+             retransmitted: bool = False) -> list[ReceivedFrame]:
         rtp, offset, q = fragment.rtp, fragment.offset, fragment.q
         qtables = fragment.qtables
         if fragment.q_header and qtables is None:
@@ -494,16 +536,28 @@ class JpegDepacketizer:
         elif qtables is not None and q < 255:
             self._q_cache[q] = qtables
         self.packets += 1
-        self._track_sequence(rtp.ssrc, rtp.sequence)
-        self._update_jitter(rtp.timestamp, arrival_ns)
+        if retransmitted:
+            self.packets_recovered += 1
+        else:
+            self._track_sequence(rtp.ssrc, rtp.sequence)
+            if rtp.marker:
+                self._update_jitter(rtp.timestamp, arrival_ns)
         if rtp.timestamp in self._done:
-            return []  # a straggler of a frame already finished or given up
+            return self.release(arrival_ns)  # a straggler of a frame finished or given up
         frame = self._pending.get(rtp.timestamp)
+        out: list[ReceivedFrame] = []
         if frame is None:
             frame = _Pending(rtp.timestamp, arrival_ns)
             self._pending[rtp.timestamp] = frame
-            while len(self._pending) > self.MAX_PENDING:  # dicts keep arrival order
-                self._give_up(next(iter(self._pending.values())))
+            while len(self._pending) > self._max_pending:  # dicts keep arrival order
+                oldest = next(iter(self._pending.values()))
+                if oldest.complete:
+                    self._forget(oldest)
+                    out.append(oldest.result)
+                else:
+                    self._give_up(oldest)
+        elif frame.complete:
+            return self.release(arrival_ns)  # a duplicate of a frame held complete
         chunk = fragment.data if keep_reference else bytes(fragment.data)
         old = frame.chunks.get(offset)
         if old is not None:
@@ -512,7 +566,7 @@ class JpegDepacketizer:
         frame.received += len(chunk)
         if frame.received >= _MAX_OFFSET or len(frame.chunks) > _MAX_FRAGMENTS:
             self._give_up(frame)  # overlapping junk fragments: bound what one frame holds
-            return []
+            return out + self.release(arrival_ns)
         if offset == 0 or frame.dims is None:
             frame.dims = (fragment.jpeg_type & 1, fragment.width, fragment.height, q)
             frame.restart_interval = fragment.restart_interval
@@ -526,15 +580,36 @@ class JpegDepacketizer:
         if rtp.marker:
             frame.total = offset + len(chunk)
         if frame.total is None or frame.received < frame.total or not frame.contiguous():
-            return []
-        # Frames that began before this one will not complete any more.
-        for other in list(self._pending.values()):
-            if other is frame:
+            return out + self.release(arrival_ns)
+        frame.result = self._finish(frame)
+        if frame.result is None:
+            self._forget(frame)  # counted incomplete by _finish
+        else:
+            frame.complete = True
+        return out + self.release(arrival_ns)
+
+    def release(self, now_ns: int) -> list[ReceivedFrame]:
+        """Complete frames that may come out now, in order; an older incomplete frame is
+        given up once a later one is complete (after ``hold_ms`` when holding)."""
+        out = []
+        while self._pending:
+            oldest = next(iter(self._pending.values()))
+            if oldest.complete:
+                self._forget(oldest)
+                out.append(oldest.result)
+                continue
+            if not any(p.complete for p in self._pending.values()):
                 break
-            self._give_up(other)
-        self._forget(frame)
-        finished = self._finish(frame)
-        return [finished] if finished is not None else []
+            if self.hold_ns and now_ns - oldest.first_ns < self.hold_ns:
+                break
+            self._give_up(oldest)  # it will not complete any more
+        return out
+
+    def next_release_ns(self) -> int | None:
+        """When a held frame is next due out (None: none held)."""
+        if not self.hold_ns or not any(p.complete for p in self._pending.values()):
+            return None
+        return next(iter(self._pending.values())).first_ns + self.hold_ns
 
     def _forget(self, frame: _Pending) -> None:
         del self._pending[frame.timestamp]
