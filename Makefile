@@ -38,6 +38,9 @@ bench-yolo: setup
 bench-webrtc: setup
 	@$(ENV) python -m vr_stream_ros.bench.webrtc $(ARGS)
 
+bench-link: setup
+	@$(ENV) python -m vr_stream_ros.bench.link $(ARGS)
+
 dashboard: setup
 	@$(ENV) python -m vr_stream_ros.nodes.dashboard_node $(ARGS)
 
