@@ -5,7 +5,8 @@ For each condition (net/impairment.py's relay, seeded) and each variant, one run
 1280x720 synthetic frames at 60 fps in this process), the relay and the reference
 receiver (tools/receiver.py) each in their own process, all on loopback. Per run:
 
-- frames shown intact (decoded whole) and lost, of the frames sent;
+- frames shown intact (decoded whole), shown concealed (restart intervals from the
+  previous frame) and lost, of the frames sent, and the stale share of the picture;
 - the longest freeze (the longest gap between two decoded frames, and from the
   last one to the end) and the gaps over 50 and 100 ms;
 - capture -> decoded p50/p95/p99 (the receiver shares the sender's clock here);
@@ -55,7 +56,9 @@ CONDITIONS: dict[str, LinkConditions] = {
                                      loss=0.01, seed=SEED),
     "dip_10mbps_2s": LinkConditions(delay_ms=DELAY_MS, dips=((2.0, 2.0, 10.0),), seed=SEED),
 }
-VARIANTS = ("off", "nack")
+VARIANTS = ("off", "nack", "rst", "nack+rst")
+"""Recovery off; NACK + RTX; restart markers + concealment; both."""
+RESTART_MCUS = 40  # half a 1280-pixel MCU row: +2.5 % bytes here, packets still ~full
 GAP_LIMITS_MS = (50.0, 100.0)
 
 
@@ -101,15 +104,17 @@ def run_link(tmp: str, condition: str, cond: LinkConditions, variant: str,
     label = f"{condition}_{variant}"
     rx_json = os.path.join(tmp, f"{label}_receiver.json")
     relay_json = os.path.join(tmp, f"{label}_relay.json")
-    nack = variant == "nack"
+    nack, rst = "nack" in variant, "rst" in variant
     with ProcessGroup(os.path.join(tmp, label)) as group:
         rx_args = ["--port", str(rx_port), "--bind", "127.0.0.1", "--quiet", "--duration",
                    str(seconds + 4), "--summary-json", rx_json]
-        receiver = group.receiver(*rx_args, *(["--nack"] if nack else []))
+        receiver = group.receiver(*rx_args, *(["--nack"] if nack else []),
+                                  *(["--conceal"] if rst else []))
         relay = group.start("relay", _relay_argv(relay_port, rx_port, cond, seconds + 3,
                                                  relay_json))
         wait_for(lambda: _udp_bound(rx_port) and _udp_bound(relay_port), 15)
-        sent, sender_bytes, rtx_bytes, resends = _send(relay_port, seconds, nack)
+        sent, sender_bytes, rtx_bytes, resends = _send(relay_port, seconds, nack,
+                                                       RESTART_MCUS if rst else 0)
         group.wait(relay, timeout=30)
         group.wait(receiver, timeout=30)
     with open(rx_json) as f:
@@ -121,12 +126,14 @@ def run_link(tmp: str, condition: str, cond: LinkConditions, variant: str,
     return RunResult(condition, variant, figures)
 
 
-def _send(port: int, seconds: float, nack: bool) -> tuple[int, int, int, dict]:
+def _send(port: int, seconds: float, nack: bool,
+          restart_interval: int) -> tuple[int, int, int, dict]:
     """Frames sent, bytes sent, of which RTX bytes, and what became of the NACKed packets:
     the bridge's sink, in this process."""
     sender = UdpRtpSender("127.0.0.1", port)
     stats = StreamStats(RtpJpegSink.stages)
-    sink = RtpJpegSink(sender, JpegEncoder(80, "420", "rgb8"), ssrc=0x1234, mtu=1400,
+    encoder = JpegEncoder(80, "420", "rgb8", restart_interval)
+    sink = RtpJpegSink(sender, encoder, ssrc=0x1234, mtu=1400,
                        rtcp_interval_s=0.25, stats=stats, nack=NackConfig(enabled=nack))
     pattern, pacer = PatternGenerator(W, H), FramePacer(FPS)
     frame = np.empty((H, W, 3), np.uint8)
@@ -150,13 +157,15 @@ def _send(port: int, seconds: float, nack: bool) -> tuple[int, int, int, dict]:
 
 def _figures(rx: dict, relay: dict, sent: int, sent_bytes: int, rtx_bytes: int,
              cond: LinkConditions) -> dict:
-    decoded = rx["frames_decoded"]
+    decoded, concealed = rx["frames_decoded"], rx["frames_concealed"]
     times = rx["decoded_at_ms"]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     lat = rx["latency_ms"] or {}
     figures = {
         "frames_sent": sent,
-        "intact_pct": round(100.0 * decoded / sent, 2) if sent else 0.0,
+        "intact_pct": round(100.0 * (decoded - concealed) / sent, 2) if sent else 0.0,
+        "concealed_pct": round(100.0 * concealed / sent, 2) if sent else 0.0,
+        "stale_area_pct": rx["stale_area_pct"],
         "lost_pct": round(100.0 * (sent - decoded) / sent, 2) if sent else 0.0,
         "longest_freeze_ms": round(max(gaps, default=0.0), 1),
         "gaps_over_50ms": sum(g > GAP_LIMITS_MS[0] for g in gaps),
@@ -179,7 +188,8 @@ def _figures(rx: dict, relay: dict, sent: int, sent_bytes: int, rtx_bytes: int,
 
 def _table(results: list[RunResult]) -> str:
     base = {r.condition: r.figures["bytes_sent"] for r in results if r.variant == "off"}
-    head = (f"{'condition':<16}{'variant':<8}{'intact%':>8}{'lost%':>7}{'freeze':>8}"
+    head = (f"{'condition':<16}{'variant':<9}{'intact%':>8}{'concl%':>7}{'lost%':>7}"
+            f"{'stale%':>7}{'freeze':>8}"
             f"{'>50ms':>6}{'>100':>5}{'p50':>7}{'p95':>7}{'p99':>7}{'+bytes%':>8}"
             f"{'pkt lost':>9}{'unrep':>6}{'reord':>6}")
     lines = [head, "-" * len(head)]
@@ -192,8 +202,8 @@ def _table(results: list[RunResult]) -> str:
         def ms(v: float | None) -> str:
             return f"{v:7.2f}" if v is not None else "    n/a"
         lines.append(
-            f"{r.condition:<16}{r.variant:<8}{f['intact_pct']:8.2f}{f['lost_pct']:7.2f}"
-            f"{f['longest_freeze_ms']:8.1f}{f['gaps_over_50ms']:6d}{f['gaps_over_100ms']:5d}"
+            f"{r.condition:<16}{r.variant:<9}{f['intact_pct']:8.2f}{f['concealed_pct']:7.2f}"
+            f"{f['lost_pct']:7.2f}{f['stale_area_pct']:7.2f}{f['longest_freeze_ms']:8.1f}{f['gaps_over_50ms']:6d}{f['gaps_over_100ms']:5d}"
             f"{ms(f['p50_ms'])}{ms(f['p95_ms'])}{ms(f['p99_ms'])}{over:8.2f}"
             f"{f['packets_lost']:9d}{f['packets_unrepaired']:6d}{f['packets_reordered']:6d}"
             + (f"  dip: {f['dip_fps']} fps, freeze {f['dip_longest_freeze_ms']} ms"

@@ -16,6 +16,8 @@ Figures that describe the link: loss counts packets still missing after the reor
 tolerance and every repair round, not packets that came late (``packets_reordered``);
 jitter is RFC 3550's estimator over each frame's last packet (over every packet it
 reads far too low: a frame's packets share one timestamp and leave in one burst).
+With ``--conceal`` a frame with restart markers that lost packets is shown with those
+stripes from the previous frame (rtp/conceal.py); ``stale_area_pct`` counts them.
 
 Latency is this host's CLOCK_MONOTONIC right after decoding minus the frame's capture
 time from the abs-capture-time extension, which the sender writes in *its*
@@ -104,6 +106,8 @@ class ReceiverStats:
     detections_received: int = 0
     detection_lag_frames: list[int] = field(default_factory=list)
     last_detections: DetectionsMeta | None = None
+    frames_concealed: int = 0  # decoded with stripes taken from the previous frame
+    stale_frames: float = 0.0  # the concealed area, in whole frames
 
 
 class StreamReceiver:
@@ -113,7 +117,7 @@ class StreamReceiver:
                  same_clock: bool | None = None, report_interval: float = 0.2,
                  clock_offset_ns: int = 0, nack: bool = False, reorder_ms: float = 2.0,
                  nack_rounds: int = 3, rtx_payload_type: int = RTX_PAYLOAD_TYPE,
-                 tail_ms: float = 6.0, hold_ms: float = 30.0) -> None:
+                 tail_ms: float = 6.0, hold_ms: float = 30.0, conceal: bool = False) -> None:
         self.tcp = tcp
         self.tracker = NackTracker(reorder_ms, nack_rounds, enabled=nack and not tcp,
                                    tail_ms=tail_ms)
@@ -130,7 +134,8 @@ class StreamReceiver:
         self._stamps: list[FrameStamps] = []
         self._expected_prior = self._lost_prior = 0
         self.reports_sent = 0
-        self.depacketizer = JpegDepacketizer(hold_ms=hold_ms if nack and not tcp else 0.0)
+        self.depacketizer = JpegDepacketizer(hold_ms=hold_ms if nack and not tcp else 0.0,
+                                             conceal=conceal)
         self.stats = ReceiverStats()
         self.window: list[float] = []  # latencies of the current second
         self.window_frames = 0
@@ -334,6 +339,9 @@ class StreamReceiver:
         first_ns = frame.first_packet_ns - self.clock_offset_ns
         last_ns = frame.last_packet_ns - self.clock_offset_ns
         st.frames_decoded += 1
+        if frame.stale:
+            st.frames_concealed += 1
+            st.stale_frames += frame.stale
         self.window_frames += 1
         stamp = read_stamp(image)
         if stamp is None:
@@ -389,7 +397,10 @@ class StreamReceiver:
             "duration_s": round(duration, 3),
             "frames_received": st.frames_received,
             "frames_decoded": st.frames_decoded,
-            "frames_lost": d.frames_incomplete,
+            "frames_lost": d.frames_incomplete - st.frames_concealed,
+            "frames_concealed": st.frames_concealed,
+            "stale_area_pct": round(100 * st.stale_frames / st.frames_decoded, 3)
+            if st.frames_decoded else 0.0,
             "frames_pending": d.pending,
             "decode_errors": st.decode_errors,
             "fps": round(st.frames_decoded / duration, 2) if duration > 0 else 0.0,
@@ -496,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-ms", type=float, default=30.0,
                         help="with --nack: a complete frame waits up to this long (from the "
                              "older frame's first packet) for an older one's repair (default 30)")
+    parser.add_argument("--conceal", action="store_true",
+                        help="show a frame with lost restart intervals, those stripes taken "
+                             "from the previous frame (needs a sender with restart markers)")
     parser.add_argument("--nack-rounds", type=int, default=3,
                         help="times a missing packet is asked for at most (default 3)")
     parser.add_argument("--rtx-pt", type=int, default=RTX_PAYLOAD_TYPE,
@@ -514,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                                   clock_offset_ns=int(ns.clock_offset_ms * 1e6),
                                   nack=ns.nack, reorder_ms=ns.reorder_ms,
                                   nack_rounds=ns.nack_rounds, rtx_payload_type=ns.rtx_pt,
-                                  tail_ms=ns.tail_ms, hold_ms=ns.hold_ms)
+                                  tail_ms=ns.tail_ms, hold_ms=ns.hold_ms,
+                                  conceal=ns.conceal)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:
