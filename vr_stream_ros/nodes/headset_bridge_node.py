@@ -82,7 +82,8 @@ class HeadsetBridgeNode(RingNode):
         if p["transport"] == "webrtc":
             return self._open_webrtc(spec, profiler)
         self._stats = StreamStats(RtpJpegSink.stages, profiler)
-        encoder = JpegEncoder(p["jpeg_quality"], p["chroma_subsampling"], spec.pixel_format)
+        encoder = JpegEncoder(p["jpeg_quality"], p["chroma_subsampling"], spec.pixel_format,
+                              p["jpeg_restart_interval"])
         pacing = {"max_rate_bps": p["max_rate_mbps"] * 1e6,
                   "burst_bytes": p["burst_kib"] * 1024} if p["transport"] == "udp" else {}
         sender = open_sender(p["transport"], p["headset_ip"], p["headset_port"],
