@@ -75,7 +75,7 @@ class StripeConcealer:
         for _offset, data, starts, count, at_end in runs:
             if count == NOT_ALIGNED:
                 return None
-            pieces = split_intervals(data)
+            pieces = [p for p in split_intervals(data) if p]
             index = count
             if not starts:  # continues an interval whose start was lost: skip its rest
                 pieces, index = pieces[1:], count + 1

@@ -346,7 +346,7 @@ class _Pending:
 
     __slots__ = ("capture_ns", "chunks", "complete", "dims", "first_ns", "frame_seq", "last_ns",
                  "packets", "qtables", "received", "restart_interval", "restart_words", "result",
-                 "timestamp", "total")
+                 "scan", "timestamp", "total")
 
     def __init__(self, timestamp: int, arrival_ns: int) -> None:
         self.timestamp = timestamp
@@ -363,6 +363,7 @@ class _Pending:
         self.restart_words: dict[int, int] = {}  # fragment offset -> RFC 2435 restart word
         self.complete = False  # reassembled, waiting (hold) for an older frame's repair
         self.result: ReceivedFrame | None = None
+        self.scan = b""  # kept for concealment until the frame comes out
 
     def contiguous(self) -> bool:
         """True when the fragments cover 0..total exactly, without holes or overlaps."""
@@ -597,8 +598,7 @@ class JpegDepacketizer:
             while len(self._pending) > self._max_pending:  # dicts keep arrival order
                 oldest = next(iter(self._pending.values()))
                 if oldest.complete:
-                    self._forget(oldest)
-                    out.append(oldest.result)
+                    out.append(self._deliver(oldest))
                 elif (concealed := self._give_up(oldest)) is not None:
                     out.append(concealed)
         elif frame.complete:
@@ -642,8 +642,7 @@ class JpegDepacketizer:
         while self._pending:
             oldest = next(iter(self._pending.values()))
             if oldest.complete:
-                self._forget(oldest)
-                out.append(oldest.result)
+                out.append(self._deliver(oldest))
                 continue
             if not any(p.complete for p in self._pending.values()):
                 break
@@ -665,6 +664,19 @@ class JpegDepacketizer:
         self._done.append(frame.timestamp)
         if len(self._done) > 8:
             del self._done[0]
+
+    def _deliver(self, frame: _Pending) -> ReceivedFrame:
+        """A complete frame comes out (in order): the one later frames are patched from."""
+        self._forget(frame)
+        if self.concealer is not None and frame.restart_interval:
+            self.concealer.remember(self._headers_key_of(frame), frame.scan)
+        frame.scan = b""
+        return frame.result
+
+    def _headers_key_of(self, frame: _Pending) -> tuple:
+        jtype, width, height, q = frame.dims
+        tables = frame.qtables if q >= 128 else standard_qtables(q)
+        return (jtype, width, height, tables, frame.restart_interval)
 
     def _give_up(self, frame: _Pending) -> ReceivedFrame | None:
         """Forget an incomplete frame; with ``conceal``, the frame patched, if it can be."""
@@ -715,7 +727,7 @@ class JpegDepacketizer:
         chunks = frame.chunks
         scan = b"".join([chunks[o] for o in sorted(chunks)])
         if self.concealer is not None and frame.restart_interval:
-            self.concealer.remember(key, scan)
+            frame.scan = scan
         self.frames_complete += 1
         return ReceivedFrame(self._headers_for(key) + scan + _EOI, frame.timestamp,
                              frame.capture_ns, frame.frame_seq, frame.first_ns, frame.last_ns,
