@@ -162,3 +162,19 @@ def test_nack_repairs_frames_through_a_lossy_relay(tmp_path) -> None:
     assert on["bridge_resends"]["resent"] > 0 and on["nack"]["recovered"] > 0
     assert on["packets_unrepaired"] < on["packets_lost"]
     assert on["intact_pct"] > off["intact_pct"]
+
+
+def test_the_reorder_tolerance_grows_to_the_reordering_seen() -> None:
+    t = NackTracker(reorder_ms=1.0)
+    assert t.reorder_wait_ns == 1 * MS
+    seq, now = 0, 0
+    for _ in range(40):  # every other packet overtaken by 3 ms
+        t.on_packet(seq + 1, now)
+        t.on_packet(seq, now + 3 * MS)
+        seq, now = seq + 2, now + 5 * MS
+        t.due(now)
+    assert t.reorder_wait_ns == 3 * MS + 500_000
+    before = t.packets_asked
+    t.on_packet(seq + 1, now)
+    t.on_packet(seq, now + 3 * MS)  # within the measured tolerance: not asked for
+    assert t.due(now + 2_900_000) == [] and t.packets_asked == before

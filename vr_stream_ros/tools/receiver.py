@@ -412,7 +412,9 @@ class StreamReceiver:
                      "packets_asked": self.tracker.packets_asked,
                      "recovered": self.tracker.recovered, "spurious": self.tracker.spurious,
                      "rtx_malformed": self.rtx_malformed,
-                     "repair_wait_ms": round(self.tracker.repair_wait_ns / 1e6, 3)},
+                     "repair_wait_ms": round(self.tracker.repair_wait_ns / 1e6, 3),
+                     "reorder_wait_ms": round(self.tracker.reorder_wait_ns / 1e6, 3),
+                     "tail_wait_ms": round(self.tracker.tail_wait_ns / 1e6, 3)},
             "decoded_at_ms": [round((t - self.decoded_at_ns[0]) / 1e6, 3)
                               for t in self.decoded_at_ns],
             "malformed_packets": d.malformed,
