@@ -43,3 +43,26 @@ def test_latency_reports_loss_repairs_and_the_clock_bound(procs, ring_name, port
     procs.stop_all()
     rx = read_json(summary)
     assert rx["nack"]["recovered"] > 0 and rx["packets_reordered"] <= rx["nack"]["nacks_sent"]
+
+
+def test_adaptation_follows_a_narrow_link_and_says_so(procs, ring_name, port) -> None:
+    """8 Mbit/s through the relay for a stream that needs ~15: quality comes down (logged,
+    and on /latency), and the frames get through again."""
+    from vr_stream_ros.msg import LatencyStats
+    relay_port = free_port()
+    procs.receiver("--port", str(port), "--bind", "127.0.0.1", "--duration", "40", "--quiet")
+    procs.start("relay", [sys.executable, "-m", "vr_stream_ros.net.impairment", "--listen",
+                          str(relay_port), "--to", f"127.0.0.1:{port}", "--delay-ms", "5",
+                          "--rate-mbps", "8", "--duration", "45"])
+    procs.node("camera_node", f"ring_name:={ring_name}")
+    procs.node("headset_bridge_node", f"ring_name:={ring_name}", f"headset_port:={relay_port}",
+               "sdp_path:=''", "adapt:=true")
+    messages = _collect(LatencyStats, "/latency", 10, timeout=60)
+    assert len(messages) == 10, procs.output("headset_bridge_node")
+    levels = [(m.jpeg_quality, m.adapt_level, round(m.target_rate_mbps, 1), round(m.fps, 1))
+              for m in messages]
+    print(f"\n(quality, level, target Mbit/s, fps) per second: {levels}")
+    assert "adapt: down to JPEG quality 65" in procs.output("headset_bridge_node")
+    assert all(m.jpeg_quality < 80 and m.adapt_level > 0 for m in messages[3:])
+    assert messages[-1].target_rate_mbps < 8.0  # what the level sends now fits the link
+    assert messages[-1].fps > 15

@@ -38,6 +38,7 @@ from vr_stream_ros.graph.processes import ProcessGroup, free_port, wait_for
 from vr_stream_ros.net.impairment import LinkConditions
 from vr_stream_ros.net.senders import UdpRtpSender
 from vr_stream_ros.ring.frame_ring import FrameView
+from vr_stream_ros.rtp.adapt import LinkAdapter
 from vr_stream_ros.sinks.base import Outcome
 from vr_stream_ros.sinks.rtp import NackConfig, RtpJpegSink
 from vr_stream_ros.sinks.stream_stats import StreamStats
@@ -56,8 +57,8 @@ CONDITIONS: dict[str, LinkConditions] = {
                                      loss=0.01, seed=SEED),
     "dip_10mbps_2s": LinkConditions(delay_ms=DELAY_MS, dips=((2.0, 2.0, 10.0),), seed=SEED),
 }
-VARIANTS = ("off", "nack", "rst", "nack+rst")
-"""Recovery off; NACK + RTX; restart markers + concealment; both."""
+VARIANTS = ("off", "nack", "rst", "nack+rst", "nack+rst+adapt")
+"""Recovery off; NACK + RTX; restart markers + concealment; both; both and adaptation."""
 RESTART_MCUS = 40  # half a 1280-pixel MCU row: +2.5 % bytes here, packets still ~full
 GAP_LIMITS_MS = (50.0, 100.0)
 
@@ -114,7 +115,8 @@ def run_link(tmp: str, condition: str, cond: LinkConditions, variant: str,
                                                  relay_json))
         wait_for(lambda: _udp_bound(rx_port) and _udp_bound(relay_port), 15)
         sent, sender_bytes, rtx_bytes, resends = _send(relay_port, seconds, nack,
-                                                       RESTART_MCUS if rst else 0)
+                                                       RESTART_MCUS if rst else 0,
+                                                       "adapt" in variant)
         group.wait(relay, timeout=30)
         group.wait(receiver, timeout=30)
     with open(rx_json) as f:
@@ -126,15 +128,17 @@ def run_link(tmp: str, condition: str, cond: LinkConditions, variant: str,
     return RunResult(condition, variant, figures)
 
 
-def _send(port: int, seconds: float, nack: bool,
-          restart_interval: int) -> tuple[int, int, int, dict]:
+def _send(port: int, seconds: float, nack: bool, restart_interval: int,
+          adapt: bool) -> tuple[int, int, int, dict]:
     """Frames sent, bytes sent, of which RTX bytes, and what became of the NACKed packets:
     the bridge's sink, in this process."""
     sender = UdpRtpSender("127.0.0.1", port)
     stats = StreamStats(RtpJpegSink.stages)
     encoder = JpegEncoder(80, "420", "rgb8", restart_interval)
-    sink = RtpJpegSink(sender, encoder, ssrc=0x1234, mtu=1400,
-                       rtcp_interval_s=0.25, stats=stats, nack=NackConfig(enabled=nack))
+    changes: list[str] = []
+    adapter = LinkAdapter(80, log=changes.append) if adapt else None
+    sink = RtpJpegSink(sender, encoder, ssrc=0x1234, mtu=1400, rtcp_interval_s=0.25,
+                       stats=stats, nack=NackConfig(enabled=nack), adapter=adapter)
     pattern, pacer = PatternGenerator(W, H), FramePacer(FPS)
     frame = np.empty((H, W, 3), np.uint8)
     sent = 0
@@ -152,7 +156,8 @@ def _send(port: int, seconds: float, nack: bool,
         rtx = sink.rtx_bytes
         total = sender.stats.bytes_sent + rtx
         sink.close()
-    return sent, total, rtx, dataclasses.asdict(sink.resend_counters)
+    return sent, total, rtx, {**dataclasses.asdict(sink.resend_counters),
+                              "adapt_changes": changes}
 
 
 def _figures(rx: dict, relay: dict, sent: int, sent_bytes: int, rtx_bytes: int,
@@ -188,7 +193,7 @@ def _figures(rx: dict, relay: dict, sent: int, sent_bytes: int, rtx_bytes: int,
 
 def _table(results: list[RunResult]) -> str:
     base = {r.condition: r.figures["bytes_sent"] for r in results if r.variant == "off"}
-    head = (f"{'condition':<16}{'variant':<9}{'intact%':>8}{'concl%':>7}{'lost%':>7}"
+    head = (f"{'condition':<16}{'variant':<15}{'intact%':>8}{'concl%':>7}{'lost%':>7}"
             f"{'stale%':>7}{'freeze':>8}"
             f"{'>50ms':>6}{'>100':>5}{'p50':>7}{'p95':>7}{'p99':>7}{'+bytes%':>8}"
             f"{'pkt lost':>9}{'unrep':>6}{'reord':>6}")
@@ -202,7 +207,7 @@ def _table(results: list[RunResult]) -> str:
         def ms(v: float | None) -> str:
             return f"{v:7.2f}" if v is not None else "    n/a"
         lines.append(
-            f"{r.condition:<16}{r.variant:<9}{f['intact_pct']:8.2f}{f['concealed_pct']:7.2f}"
+            f"{r.condition:<16}{r.variant:<15}{f['intact_pct']:8.2f}{f['concealed_pct']:7.2f}"
             f"{f['lost_pct']:7.2f}{f['stale_area_pct']:7.2f}{f['longest_freeze_ms']:8.1f}{f['gaps_over_50ms']:6d}{f['gaps_over_100ms']:5d}"
             f"{ms(f['p50_ms'])}{ms(f['p95_ms'])}{ms(f['p99_ms'])}{over:8.2f}"
             f"{f['packets_lost']:9d}{f['packets_unrepaired']:6d}{f['packets_reordered']:6d}"

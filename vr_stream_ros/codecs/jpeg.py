@@ -47,6 +47,14 @@ class JpegEncoder:
                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420 if subsampling == "420" else
                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422]
 
+    def set_quality(self, quality: int) -> None:
+        """Change the quality from the next frame on (RTP/JPEG sends the tables in-band)."""
+        if not 1 <= quality <= 100:
+            raise ValueError(f"JPEG quality: got {quality}, expected 1..100")
+        self.quality = quality
+        if self._cv2_params:
+            self._cv2_params[1] = quality
+
     def encode(self, frame: np.ndarray) -> bytes:
         """Encode one frame (read straight from the ring view; no copy without restarts)."""
         if not self.restart_interval:

@@ -76,6 +76,12 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               min=0.0, max=10000.0),
     ParamSpec("burst_kib", 64, "Pacing: bytes a frame may send at once before pacing, KiB.",
               min=2, max=16384),
+    ParamSpec("adapt", False,
+              "Follow the link: on loss or queueing delay growth in the headset's reports, "
+              "lower JPEG quality step by step, then the frame rate; climb back after 2 s "
+              "clean. Every change is logged and on /latency."),
+    ParamSpec("adapt_min_quality", 30, "adapt: the lowest JPEG quality it goes down to.",
+              min=1, max=100),
     ParamSpec("nack", False,
               "transport:=udp: resend packets the headset asks for (RFC 4585 generic NACK, "
               "RFC 4588 RTX) and mark each frame's packet count so a lost last packet is "

@@ -24,6 +24,7 @@ from vr_stream_ros.ring.newest import NewestFrames
 from vr_stream_ros.ros.latency_stats import latency_diagnostic, latency_stats
 from vr_stream_ros.ros.ring_node import RingNode
 from vr_stream_ros.ros.runner import run_node
+from vr_stream_ros.rtp.adapt import LinkAdapter
 from vr_stream_ros.rtp.packet import FRAME_EXTMAP
 from vr_stream_ros.rtp.sdp import make_sdp
 from vr_stream_ros.sinks.base import FrameSink
@@ -91,8 +92,11 @@ class HeadsetBridgeNode(RingNode):
         cls = TcpRtpJpegSink if p["transport"] == "tcp" else RtpJpegSink
         nack = NackConfig(p["nack"] and p["transport"] == "udp", p["nack_history_ms"],
                           p["nack_deadline_ms"], p["nack_max_resend_per_s"])
+        adapter = LinkAdapter(p["jpeg_quality"], min_quality=p["adapt_min_quality"],
+                              log=self.get_logger().info) if p["adapt"] else None
         sink = cls(sender, encoder, ssrc=random.getrandbits(32), mtu=p["mtu"],
-                   rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats, nack=nack)
+                   rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats, nack=nack,
+                   adapter=adapter)
         if p["sdp_path"]:
             self._write_sdp()
         return sink

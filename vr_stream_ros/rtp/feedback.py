@@ -44,6 +44,8 @@ class HeadsetFeedback:
         self.reports = 0
         self.malformed = 0
         self.last_report_ns = 0
+        self.last_block_ns = 0  # when a report block about our stream last arrived
+        self.last_rtt_ns: int | None = None  # the newest round trip (not the smallest)
         self.nacks: list[list[int]] = []  # sequence numbers asked for, per NACK, not yet served
 
     def sender_report_sent(self, sent_ns: int) -> None:
@@ -75,6 +77,7 @@ class HeadsetFeedback:
         for block in report.report_blocks:
             if block.ssrc != self.ssrc:
                 continue
+            self.last_block_ns = arrived_ns
             self.fraction_lost = block.fraction_lost
             self.cumulative_lost = block.cumulative_lost
             self.jitter_ms = block.jitter / 90.0  # 90 kHz RTP clock
@@ -82,6 +85,7 @@ class HeadsetFeedback:
             if sent is not None and report.receiver_time_ns is not None:
                 estimate = estimate_clock(sent, block.dlsr, report.receiver_time_ns, arrived_ns)
                 if estimate.rtt_ns >= 0:
+                    self.last_rtt_ns = estimate.rtt_ns
                     self._estimates.append(estimate)
                     self.clock = min(self._estimates, key=lambda e: e.rtt_ns)
 

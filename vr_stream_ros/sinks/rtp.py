@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from vr_stream_ros.codecs.jpeg import JpegEncoder
 from vr_stream_ros.net.senders import TcpRtpSender, UdpRtpSender
 from vr_stream_ros.ring.frame_ring import FrameView
+from vr_stream_ros.rtp.adapt import LinkAdapter
 from vr_stream_ros.rtp.feedback import HeadsetFeedback
 from vr_stream_ros.rtp.history import PacketHistory, ResendCounters
 from vr_stream_ros.rtp.jpeg import JpegPacketizer
@@ -64,7 +65,8 @@ class RtpJpegSink(FrameSink):
 
     def __init__(self, sender: UdpRtpSender | TcpRtpSender, encoder: JpegEncoder, *,
                  ssrc: int, mtu: int, rtcp_interval_s: float, stats: StreamStats,
-                 transport: str = "udp", nack: NackConfig = NackConfig()) -> None:
+                 transport: str = "udp", nack: NackConfig = NackConfig(),
+                 adapter: LinkAdapter | None = None) -> None:
         self.transport = transport
         self._sender = sender
         self._encoder = encoder
@@ -79,6 +81,8 @@ class RtpJpegSink(FrameSink):
         self.rtx_bytes = 0
         self._period_ns = 16_666_667  # estimated from the frames sent
         self._last_sent_ns = 0
+        self._frame_bytes = 0.0  # mean bytes per frame sent (EWMA)
+        self.adapter = adapter
         self._loss = FrameLossCounter()
         self._lock = threading.Lock()  # feedback state is read by the executor
         self._rtcp_interval_ns = int(rtcp_interval_s * 1e9)
@@ -98,6 +102,9 @@ class RtpJpegSink(FrameSink):
 
     def send(self, view: FrameView, pickup_ns: int,
              intact: Callable[[FrameView], bool]) -> SendOutcome:
+        divisor = self.adapter.level.fps_divisor if self.adapter is not None else 1
+        if divisor > 1 and view.seq % divisor:  # a lower frame rate: not encoded at all
+            return SendOutcome(Outcome.DROPPED, time.monotonic_ns(), 0, "adapt_fps")
         jpeg = self._encoder.encode(view.array)
         encoded_ns = time.monotonic_ns()
         if not intact(view):  # the writer lapped us while we encoded
@@ -115,10 +122,11 @@ class RtpJpegSink(FrameSink):
             if self.nack.enabled:
                 for i, packet in enumerate(packets):
                     self._history.add(first_seq + i, packet, result.done_ns)
-                if self._last_sent_ns:
-                    gap = min(result.done_ns - self._last_sent_ns, 200_000_000)
-                    self._period_ns += (gap - self._period_ns) // 8
-                self._last_sent_ns = result.done_ns
+            if self._last_sent_ns:
+                gap = min(result.done_ns - self._last_sent_ns, 200_000_000)
+                self._period_ns += (gap - self._period_ns) // 8
+            self._last_sent_ns = result.done_ns
+            self._frame_bytes += (result.bytes_sent - self._frame_bytes) / 8
         return SendOutcome(Outcome.SENT, encoded_ns, result.done_ns)
 
     def idle(self, now_ns: int) -> float:
@@ -159,6 +167,7 @@ class RtpJpegSink(FrameSink):
                 frames = self._feedback.on_packet(packet, arrived)
                 self._loss.frames_reported(f.frame_seq for f in frames)
                 resend = self._serve_nacks(arrived)
+                self._adapt(arrived)
             for original in resend:
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
                 rtx = rtx_packet(original, self.nack.rtx_payload_type, self.rtx_ssrc,
@@ -173,6 +182,14 @@ class RtpJpegSink(FrameSink):
                      "receive_decode": f.decoded_ns - f.last_packet_ns,
                      END_TO_DECODED: f.decoded_ns - f.capture_ns},
                     {"headset_last_packet": f.last_packet_ns, "headset_decoded": f.decoded_ns})
+
+    def _adapt(self, now_ns: int) -> None:
+        """A report about our stream moves the adaptation level (lock held)."""
+        fb = self._feedback
+        if self.adapter is None or fb.last_block_ns != now_ns:
+            return
+        if self.adapter.on_report(now_ns, fb.fraction_lost, fb.last_rtt_ns):
+            self._encoder.set_quality(self.adapter.level.quality)
 
     def _serve_nacks(self, now_ns: int) -> list[bytes]:
         """Packets to resend for the NACKs just read (lock held)."""
@@ -199,7 +216,10 @@ class RtpJpegSink(FrameSink):
                 reports_malformed=fb.malformed,
                 clock_offset_error_ms=fb.clock.rtt_ns / 2e6 if fb.clock else 0.0,
                 packets_retransmitted=self.rtx_sent,
-                nacks_refused=self._history.counters.refused)
+                nacks_refused=self._history.counters.refused,
+                jpeg_quality=self._encoder.quality,
+                adapt_level=self.adapter.index if self.adapter is not None else 0,
+                target_rate_mbps=self._frame_bytes * 8e3 / self._period_ns)
 
     @property
     def resend_counters(self) -> ResendCounters:
