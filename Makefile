@@ -13,7 +13,7 @@ export YOLO
 ENV := unset COLCON_PREFIX_PATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH PYTHONPATH && \
 	source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
 
-.PHONY: setup run test lint bench bench-jitter bench-yolo bench-webrtc bench-remote dashboard clean
+.PHONY: setup run test lint bench bench-jitter bench-yolo bench-webrtc bench-remote bench-link dashboard clean
 setup:
 	@bash tools/bootstrap.sh
 
@@ -47,6 +47,10 @@ bench-webrtc: setup
 # subscriber, the compressed topic's bandwidth, local vs remote detection lag.
 bench-remote: setup
 	@$(ENV) python -m vr_stream_ros.bench.remote $(ARGS)
+
+# Every loss-recovery variant against the same seeded impaired links (loopback relay).
+bench-link: setup
+	@$(ENV) python -m vr_stream_ros.bench.link $(ARGS)
 
 dashboard: setup
 	@$(ENV) python -m vr_stream_ros.nodes.dashboard_node $(ARGS)

@@ -23,6 +23,7 @@ from conftest import free_port, wait_for
 from debian_tools import ensure_debian_packages
 
 from vr_stream_ros.camera.pattern import PatternGenerator, read_stamp
+from vr_stream_ros.codecs.jpeg import JpegEncoder
 from vr_stream_ros.rtp.jpeg import JpegDepacketizer, JpegPacketizer
 from vr_stream_ros.rtp.packet import FRAME_EXTMAP
 from vr_stream_ros.rtp.sdp import make_sdp
@@ -48,9 +49,10 @@ def _udp_listening(port: int) -> bool:
 class _Sender:
     """Our packetizer on a plain UDP socket, sending the stamped pattern."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, restart_interval: int = 0) -> None:
         self.port = port
         self.pattern = PatternGenerator(W, H)
+        self.encoder = JpegEncoder(80, "420", "rgb8", restart_interval)
         self.packetizer = JpegPacketizer(ssrc=0x5EED, mtu=1400)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.next_frame = 0
@@ -58,7 +60,7 @@ class _Sender:
     def send_frame(self) -> int:
         n, self.next_frame = self.next_frame, self.next_frame + 1
         capture_ns = time.monotonic_ns()
-        jpeg = simplejpeg.encode_jpeg(self.pattern.render(n, capture_ns), 80, "RGB", "420")
+        jpeg = self.encoder.encode(self.pattern.render(n, capture_ns))
         for packet in self.packetizer.packetize(jpeg, (capture_ns * 9 // 100_000) & 0xFFFFFFFF,
                                                 capture_ns, n):
             self.sock.sendto(packet, ("127.0.0.1", self.port))
@@ -97,14 +99,15 @@ def _stop_decoder(decoder: subprocess.Popen, sender: _Sender) -> bytes:
     return decoder.communicate(timeout=5)[1]
 
 
-def _run_decoder(argv: list[str], port: int, raw_path: str) -> tuple[list[int], list]:
+def _run_decoder(argv: list[str], port: int, raw_path: str,
+                 restart_interval: int = 0) -> tuple[list[int], list]:
     """Start a decoder, stream to it, stop it; (frames sent, stamps of frames decoded).
 
     Frames sent while stopping it may be decoded too: they are left out of the stamps.
     """
     decoder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True)
-    sender = _Sender(port)
+    sender = _Sender(port, restart_interval)
     try:
         assert wait_for(lambda: _udp_listening(port), 20), "decoder never bound its port"
         time.sleep(0.3)  # bound is not yet reading: FFmpeg probes the SDP first
@@ -132,20 +135,27 @@ def _check(name: str, sent: list[int], stamps: list) -> None:
     assert len(stamps) - len(readable) <= 0.05 * len(sent), f"{name}: unreadable frames"
 
 
+# 0: plain JPEG (simplejpeg); 40: restart markers every 40 MCUs, packets cut at them
+# (RFC 2435 types 64/65 with the restart marker header).
+RESTART_INTERVALS = pytest.mark.parametrize("restart_interval", [0, 40])
+
+
 @pytest.mark.slow
-def test_gstreamer_decodes_our_stream(tmp_path) -> None:
+@RESTART_INTERVALS
+def test_gstreamer_decodes_our_stream(tmp_path, restart_interval: int) -> None:
     gst = ensure_debian_packages("gst-launch-1.0", GST_PACKAGES, GST_PROBE)
     port, raw = free_port(), str(tmp_path / "gst.raw")
     argv = [gst, "-e", "-q", "udpsrc", f"port={port}", "address=127.0.0.1",
             f"caps={RTP_JPEG_CAPS}", "buffer-size=8388608", "!", "rtpjpegdepay", "!", "jpegdec",
             "!", "videoconvert", "!", "video/x-raw,format=RGB", "!", "filesink",
             f"location={raw}"]
-    sent, stamps = _run_decoder(argv, port, raw)
+    sent, stamps = _run_decoder(argv, port, raw, restart_interval)
     _check("GStreamer", sent, stamps)
 
 
 @pytest.mark.slow
-def test_ffmpeg_decodes_our_stream_from_our_sdp(tmp_path) -> None:
+@RESTART_INTERVALS
+def test_ffmpeg_decodes_our_stream_from_our_sdp(tmp_path, restart_interval: int) -> None:
     ffmpeg = ensure_debian_packages("ffmpeg", ["ffmpeg"])
     port, raw = free_port(), str(tmp_path / "ffmpeg.raw")
     sdp = tmp_path / "stream.sdp"
@@ -153,7 +163,7 @@ def test_ffmpeg_decodes_our_stream_from_our_sdp(tmp_path) -> None:
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-protocol_whitelist",
             "file,udp,rtp", "-buffer_size", "8388608", "-i", str(sdp), "-fps_mode", "passthrough",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", raw]
-    sent, stamps = _run_decoder(argv, port, raw)
+    sent, stamps = _run_decoder(argv, port, raw, restart_interval)
     _check("FFmpeg", sent, stamps)
 
 

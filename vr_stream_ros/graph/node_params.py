@@ -84,6 +84,11 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("jpeg_quality", 80, "JPEG quality (libjpeg-turbo via simplejpeg).", min=1, max=100),
     ParamSpec("chroma_subsampling", "420", "JPEG chroma subsampling (RTP/JPEG allows these two).",
               choices=("420", "422")),
+    ParamSpec("jpeg_restart_interval", 0,
+              "JPEG restart marker every this many MCUs (16x16 px), 0 = none. The packets are "
+              "cut at them (RFC 2435), so a lost packet costs a stripe, which a receiver can "
+              "conceal, not the frame; 40 = half a 1280 px row (about +2.5 % bytes).",
+              min=0, max=65535),
     ParamSpec("mtu", 1400, "Largest datagram in bytes (RTP header included).",
               min=576, max=9000),
     ParamSpec("max_rate_mbps", 0.0,
@@ -91,6 +96,24 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               min=0.0, max=10000.0),
     ParamSpec("burst_kib", 64, "Pacing: bytes a frame may send at once before pacing, KiB.",
               min=2, max=16384),
+    ParamSpec("adapt", False,
+              "Follow the link: on loss or queueing delay growth in the headset's reports, "
+              "lower JPEG quality step by step, then the frame rate; climb back after 2 s "
+              "clean. Every change is logged and on /latency."),
+    ParamSpec("adapt_min_quality", 30, "adapt: the lowest JPEG quality it goes down to.",
+              min=1, max=100),
+    ParamSpec("nack", False,
+              "transport:=udp: resend packets the headset asks for (RFC 4585 generic NACK, "
+              "RFC 4588 RTX) and mark each frame's packet count so a lost last packet is "
+              "asked for too."),
+    ParamSpec("nack_history_ms", 200.0, "nack: how long sent packets are kept for resending.",
+              min=100.0, max=2000.0),
+    ParamSpec("nack_deadline_ms", 0.0,
+              "nack: never resend a packet of a frame sent longer ago than this; 0 = one "
+              "frame period past due (two frame periods).", min=0.0, max=1000.0),
+    ParamSpec("nack_max_resend_per_s", 2000.0,
+              "nack: resends per second at most (a NACK flood is cut to this).",
+              min=10.0, max=100000.0),
     ParamSpec("dscp", 46, "DSCP of outgoing packets (46 = EF, expedited forwarding).",
               min=0, max=63),
     ParamSpec("sndbuf_kib", 256, "Socket send buffer in KiB (small = stale frames are dropped).",

@@ -25,10 +25,11 @@ from vr_stream_ros.ring.newest import NewestFrames
 from vr_stream_ros.ros.latency_stats import latency_diagnostic, latency_stats
 from vr_stream_ros.ros.ring_node import RingNode
 from vr_stream_ros.ros.runner import run_node
+from vr_stream_ros.rtp.adapt import LinkAdapter
 from vr_stream_ros.rtp.packet import FRAME_EXTMAP
 from vr_stream_ros.rtp.sdp import make_sdp
 from vr_stream_ros.sinks.base import FrameSink
-from vr_stream_ros.sinks.rtp import RtpJpegSink, TcpRtpJpegSink
+from vr_stream_ros.sinks.rtp import NackConfig, RtpJpegSink, TcpRtpJpegSink
 from vr_stream_ros.sinks.stream_stats import StreamStats
 from vr_stream_ros.sinks.video_loop import VideoLoop
 
@@ -83,14 +84,20 @@ class HeadsetBridgeNode(RingNode):
         if p["transport"] == "webrtc":
             return self._open_webrtc(spec, profiler)
         self._stats = StreamStats(RtpJpegSink.stages, profiler)
-        encoder = JpegEncoder(p["jpeg_quality"], p["chroma_subsampling"], spec.pixel_format)
+        encoder = JpegEncoder(p["jpeg_quality"], p["chroma_subsampling"], spec.pixel_format,
+                              p["jpeg_restart_interval"])
         pacing = {"max_rate_bps": p["max_rate_mbps"] * 1e6,
                   "burst_bytes": p["burst_kib"] * 1024} if p["transport"] == "udp" else {}
         sender = open_sender(p["transport"], p["headset_ip"], p["headset_port"],
                              dscp=p["dscp"], sndbuf=p["sndbuf_kib"] * 1024, **pacing)
         cls = TcpRtpJpegSink if p["transport"] == "tcp" else RtpJpegSink
+        nack = NackConfig(p["nack"] and p["transport"] == "udp", p["nack_history_ms"],
+                          p["nack_deadline_ms"], p["nack_max_resend_per_s"])
+        adapter = LinkAdapter(p["jpeg_quality"], min_quality=p["adapt_min_quality"],
+                              log=self.get_logger().info) if p["adapt"] else None
         sink = cls(sender, encoder, ssrc=random.getrandbits(32), mtu=p["mtu"],
-                   rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats)
+                   rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats, nack=nack,
+                   adapter=adapter)
         if p["sdp_path"]:
             self._write_sdp()
         return sink
@@ -129,8 +136,9 @@ class HeadsetBridgeNode(RingNode):
 
     def _write_sdp(self) -> None:
         p = self.p
+        nack = p["nack"] and p["transport"] == "udp"
         sdp = make_sdp(resolve_ipv4(p["headset_ip"]), p["headset_port"], extmap=FRAME_EXTMAP,
-                       transport=p["transport"])
+                       transport=p["transport"], nack=nack)
         tmp = p["sdp_path"] + ".tmp"
         with open(tmp, "w") as f:
             f.write(sdp)

@@ -38,6 +38,10 @@ def latency_stats(w: StatsWindow) -> LatencyStats:
         frames_lost=h.frames_lost, packets_lost=h.packets_lost, headset_feedback=feedback,
         rtt_ms=h.rtt_ms, clock_offset_ms=h.clock_offset_ms, jitter_ms=h.jitter_ms,
         packet_loss=h.packet_loss, reports_malformed=h.reports_malformed,
+        clock_offset_error_ms=h.clock_offset_error_ms,
+        packets_retransmitted=h.packets_retransmitted, nacks_refused=h.nacks_refused,
+        jpeg_quality=h.jpeg_quality, adapt_level=h.adapt_level,
+        target_rate_mbps=h.target_rate_mbps,
         detections_sent=w.detections_sent, detection_frame=w.detection_frame)
     if w.detection_lag_mean is not None:
         msg.detection_lag_frames = w.detection_lag_mean

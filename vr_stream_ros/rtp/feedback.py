@@ -44,6 +44,9 @@ class HeadsetFeedback:
         self.reports = 0
         self.malformed = 0
         self.last_report_ns = 0
+        self.last_block_ns = 0  # when a report block about our stream last arrived
+        self.last_rtt_ns: int | None = None  # the newest round trip (not the smallest)
+        self.nacks: list[list[int]] = []  # sequence numbers asked for, per NACK, not yet served
 
     def sender_report_sent(self, sent_ns: int) -> None:
         """Remember an SR (its NTP field was ``sent_ns``) to match the LSR of replies."""
@@ -67,12 +70,14 @@ class HeadsetFeedback:
         self.reports += 1
         self.last_report_ns = arrived_ns
         self._digest_blocks(report, arrived_ns)
+        self.nacks += [seqs for ssrc, seqs in report.nacks if ssrc == self.ssrc]
         return self._frames_of(report)
 
     def _digest_blocks(self, report: Compound, arrived_ns: int) -> None:
         for block in report.report_blocks:
             if block.ssrc != self.ssrc:
                 continue
+            self.last_block_ns = arrived_ns
             self.fraction_lost = block.fraction_lost
             self.cumulative_lost = block.cumulative_lost
             self.jitter_ms = block.jitter / 90.0  # 90 kHz RTP clock
@@ -80,6 +85,7 @@ class HeadsetFeedback:
             if sent is not None and report.receiver_time_ns is not None:
                 estimate = estimate_clock(sent, block.dlsr, report.receiver_time_ns, arrived_ns)
                 if estimate.rtt_ns >= 0:
+                    self.last_rtt_ns = estimate.rtt_ns
                     self._estimates.append(estimate)
                     self.clock = min(self._estimates, key=lambda e: e.rtt_ns)
 

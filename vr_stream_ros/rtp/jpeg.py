@@ -30,6 +30,7 @@ import functools
 import struct
 from dataclasses import dataclass
 
+from vr_stream_ros.rtp.conceal import RST, StripeConcealer, interval_count
 from vr_stream_ros.rtp.packet import (
     RTP_HEADER_SIZE,
     RtpError,
@@ -222,6 +223,47 @@ def parse_jpeg(jpeg: bytes | memoryview) -> ParsedJpeg:
                       restart_interval, data[pos:end])
 
 
+def _cuts(scan: memoryview, room: int, first_room: int,
+          restart: bool) -> list[tuple[int, int, int]]:
+    """(offset, end, restart word) of each packet's slice of the scan.
+
+    Without restart markers: fixed-size slices. With them (RFC 2435 3.1.7): packets cut
+    at restart interval boundaries, as many whole intervals as fit, an interval bigger
+    than a packet in fragments; the word is F (first fragment of an interval), L (last)
+    and the index of the packet's first interval (mod 2**14).
+    """
+    total = len(scan)
+    if not restart:
+        cuts, offset = [], 0
+        while True:
+            end = min(total, offset + (first_room if offset == 0 else room))
+            cuts.append((offset, end, 0))
+            if end == total:
+                return cuts
+            offset = end
+    starts = [0] + [m.end() for m in RST.finditer(bytes(scan)) if m.end() < total]
+    ends = [*starts[1:], total]
+    cuts, k = [], 0
+    while k < len(starts):
+        start = starts[k]
+        fits = first_room if start == 0 else room
+        if ends[k] - start > fits:  # one interval over several packets
+            pos = start
+            while pos < ends[k]:
+                end = min(ends[k], pos + (first_room if pos == 0 else room))
+                word = (0x8000 if pos == start else 0) | (0x4000 if end == ends[k] else 0)
+                cuts.append((pos, end, word | (k & 0x3FFF)))
+                pos = end
+            k += 1
+            continue
+        j = k
+        while j + 1 < len(starts) and ends[j + 1] - start <= fits:
+            j += 1
+        cuts.append((start, ends[j], 0xC000 | (k & 0x3FFF)))
+        k = j + 1
+    return cuts
+
+
 class JpegPacketizer:
     """Turns JPEG frames into RTP/JPEG datagrams of at most ``mtu`` bytes each.
 
@@ -229,7 +271,8 @@ class JpegPacketizer:
     frames (and wraps at 2**16).
     """
 
-    def __init__(self, ssrc: int, payload_type: int = JPEG_PAYLOAD_TYPE, mtu: int = 1400) -> None:
+    def __init__(self, ssrc: int, payload_type: int = JPEG_PAYLOAD_TYPE, mtu: int = 1400,
+                 frame_span: bool = False) -> None:
         if not 0 <= ssrc <= 0xFFFFFFFF:
             raise ValueError(f"parameter 'ssrc': got {ssrc}, expected 0..2**32-1")
         if not 0 <= payload_type <= 127:
@@ -240,6 +283,7 @@ class JpegPacketizer:
         self.ssrc = ssrc
         self.payload_type = payload_type
         self.mtu = mtu
+        self.frame_span = frame_span  # the frame-packets extension (packet.py, id 3)
         self.sequence = 0
 
     def packetize(self, jpeg: bytes, rtp_timestamp: int, capture_ns: int,
@@ -251,34 +295,34 @@ class JpegPacketizer:
         if total >= _MAX_OFFSET:
             raise JpegFormatError(f"JPEG: scan of {total} bytes exceeds RTP/JPEG's 24-bit "
                                   "fragment offset")
-        ext = frame_extensions(capture_ns, frame_seq)
-        main_at = RTP_HEADER_SIZE + len(ext)
-        header = bytearray(main_at + _MAIN_SIZE + (4 if parsed.restart_interval else 0))
-        header[RTP_HEADER_SIZE:main_at] = ext
-        if parsed.restart_interval:  # F = L = 1, count 0x3FFF: not aligned to intervals
-            _RESTART.pack_into(header, main_at + _MAIN_SIZE, parsed.restart_interval, 0xFFFF)
         qheader = _QHEADER.pack(0, 0, len(parsed.qtables)) + parsed.qtables
-        room = self.mtu - len(header)
+        restart = 4 if parsed.restart_interval else 0
+        ext_size = len(frame_extensions(capture_ns, frame_seq, (0, 1) if self.frame_span
+                                        else None))
+        room = self.mtu - (RTP_HEADER_SIZE + ext_size + _MAIN_SIZE + restart)
+        cuts = _cuts(scan, room, room - len(qheader), bool(restart))
+        # The packet count is known before the first packet leaves (frame-packets).
+        span = (self.sequence, len(cuts)) if self.frame_span else None
+        ext = frame_extensions(capture_ns, frame_seq, span)
+        main_at = RTP_HEADER_SIZE + len(ext)
+        header = bytearray(main_at + _MAIN_SIZE + restart)
+        header[RTP_HEADER_SIZE:main_at] = ext
         b0 = 0x90  # version 2, extension bit
         pt, ts, ssrc = self.payload_type, rtp_timestamp & 0xFFFFFFFF, self.ssrc
         jtype, w8, h8 = parsed.jpeg_type, parsed.width // 8, parsed.height // 8
         seq = self.sequence
         packets: list[bytes] = []
-        offset = 0
-        while True:
-            first = offset == 0
-            end = min(total, offset + (room - len(qheader) if first else room))
+        for offset, end, word in cuts:
             last = end == total
             _FIXED.pack_into(header, 0, b0, pt | (0x80 if last else 0), seq, ts, ssrc)
             _MAIN.pack_into(header, main_at, 0, offset >> 16, offset & 0xFFFF, jtype, 255, w8, h8)
-            if first:
+            if restart:
+                _RESTART.pack_into(header, main_at + _MAIN_SIZE, parsed.restart_interval, word)
+            if offset == 0:
                 packets.append(b"".join((header, qheader, scan[offset:end])))
             else:
                 packets.append(b"".join((header, scan[offset:end])))
             seq = (seq + 1) & 0xFFFF
-            offset = end
-            if last:
-                break
         self.sequence = seq
         return packets
 
@@ -294,13 +338,15 @@ class ReceivedFrame:
     first_packet_ns: int
     last_packet_ns: int
     packets: int
+    stale: float = 0.0  # fraction of the picture concealed from the previous frame
 
 
 class _Pending:
     """A frame being reassembled."""
 
-    __slots__ = ("capture_ns", "chunks", "dims", "first_ns", "frame_seq", "last_ns", "packets",
-                 "qtables", "received", "restart_interval", "timestamp", "total")
+    __slots__ = ("capture_ns", "chunks", "complete", "dims", "first_ns", "frame_seq", "last_ns",
+                 "packets", "qtables", "received", "restart_interval", "restart_words", "result",
+                 "scan", "timestamp", "total")
 
     def __init__(self, timestamp: int, arrival_ns: int) -> None:
         self.timestamp = timestamp
@@ -314,6 +360,10 @@ class _Pending:
         self.frame_seq: int | None = None
         self.first_ns = self.last_ns = arrival_ns
         self.packets = 0
+        self.restart_words: dict[int, int] = {}  # fragment offset -> RFC 2435 restart word
+        self.complete = False  # reassembled, waiting (hold) for an older frame's repair
+        self.result: ReceivedFrame | None = None
+        self.scan = b""  # kept for concealment until the frame comes out
 
     def contiguous(self) -> bool:
         """True when the fragments cover 0..total exactly, without holes or overlaps."""
@@ -343,6 +393,7 @@ class JpegFragment:
     q_header: bool  # a quantisation table header was present (first fragment, Q >= 128)
     qtables: bytes | None  # 128 bytes (luma, chroma) when in-band, else None
     data: memoryview  # scan bytes, a view into the datagram
+    restart_word: int = 0  # RFC 2435 3.1.7: F(1) L(1) restart count(14); 0 without restarts
 
 
 def parse_jpeg_packet(packet: bytes | memoryview,
@@ -370,12 +421,15 @@ def parse_jpeg_packet(packet: bytes | memoryview,
         raise MalformedPacket(f"{what}: type {jtype}, Q {q}, {w8 * 8}x{h8 * 8}; expected "
                               "type 0/1 (+64), Q 1..255 and a non-zero size")
     pos = _MAIN_SIZE
-    restart_interval = 0
+    restart_interval = restart_word = 0
     if jtype >= 64:
         if len(payload) < pos + _RESTART.size:
             raise MalformedPacket(f"{what}: type {jtype} needs a 4-byte restart marker "
                                   f"header, the payload has {len(payload)} bytes")
-        restart_interval = _RESTART.unpack_from(payload, pos)[0]
+        restart_interval, restart_word = _RESTART.unpack_from(payload, pos)
+        if restart_interval == 0:
+            raise MalformedPacket(f"{what}: type {jtype} with a restart interval of 0; "
+                                  "expected 1..65535 MCUs")
         pos += _RESTART.size
     qtables = None
     q_header = q >= 128 and offset == 0
@@ -395,28 +449,42 @@ def parse_jpeg_packet(packet: bytes | memoryview,
                 bytes(payload[pos: pos + 64]) * 2
             pos += length
     return JpegFragment(rtp, offset, jtype, q, w8 * 8, h8 * 8, restart_interval, q_header,
-                        qtables, payload[pos:])
+                        qtables, payload[pos:], restart_word)
 
 
 class JpegDepacketizer:
     """Reassembles RTP/JPEG frames; a malformed datagram is counted, not raised.
 
     A frame is given up (``frames_incomplete``) when a later frame completes first, or
-    when more than ``MAX_PENDING`` frames are in flight. Counters: ``frames_complete``,
+    when more than ``MAX_PENDING`` frames are in flight. With ``conceal`` a given-up frame
+    with restart markers comes out anyway, its missing intervals taken from the previous
+    frame (rtp/conceal.py; ``ReceivedFrame.stale`` says how much). With ``hold_ms`` > 0 (a receiver
+    that asks for repairs), a complete frame waits behind an older incomplete one until
+    that one completes or is ``hold_ms`` old (from its first packet), so frames still
+    come out in order and a repaired frame is shown; call ``release`` when no packet
+    arrives (``next_release_ns`` says when). Counters: ``frames_complete``,
     ``frames_incomplete``, ``packets`` (valid ones), ``packets_lost`` (sequence gaps
     not filled later), ``malformed`` (datagrams dropped as not RTP/JPEG).
     """
 
     MAX_PENDING = 2
+    MAX_PENDING_HELD = 5  # with hold_ms: a frame period of repair time at 60 fps, and more
     MAX_DROPOUT = 3000  # RFC 3550 A.1: a bigger jump is a restarted sender, not loss
     MAX_MISORDER = 100
 
-    def __init__(self, payload_type: int = JPEG_PAYLOAD_TYPE) -> None:
+    def __init__(self, payload_type: int = JPEG_PAYLOAD_TYPE, hold_ms: float = 0.0,
+                 conceal: bool = False) -> None:
+        if hold_ms < 0:
+            raise ValueError(f"depacketizer hold_ms: got {hold_ms}, expected >= 0")
         self.payload_type = payload_type
+        self.concealer = StripeConcealer() if conceal else None
+        self.hold_ns = int(hold_ms * 1e6)
+        self._max_pending = self.MAX_PENDING_HELD if hold_ms else self.MAX_PENDING
         self.frames_complete = 0
         self.frames_incomplete = 0
         self.packets = 0
         self.packets_lost = 0
+        self.packets_recovered = 0  # retransmitted packets received
         self.malformed = 0
         self.cycles = 0  # sequence number wrap-arounds (for the extended highest seq)
         self.jitter = 0.0  # RFC 3550 interarrival jitter, RTP timestamp units
@@ -439,19 +507,36 @@ class JpegDepacketizer:
         """Frames started but not yet complete."""
         return len(self._pending)
 
-    def push(self, packet: bytes, arrival_ns: int) -> list[ReceivedFrame]:
+    def push(self, packet: bytes, arrival_ns: int,
+             retransmitted: bool = False) -> list[ReceivedFrame]:
         """Feed one datagram received at ``arrival_ns``; return the frames it completed.
 
         A malformed datagram (:class:`MalformedPacket`) is counted in ``malformed`` and
         dropped; nothing else is caught. A ``bytes`` packet is kept by reference until its
-        frame completes (no copy); any other buffer is copied.
+        frame completes (no copy); any other buffer is copied. A ``retransmitted`` packet
+        (restored from RTX) fills its frame but counts in neither the sequence (loss)
+        nor the jitter figures, which describe the network.
         """
         try:
             fragment = parse_jpeg_packet(packet, self.payload_type)
         except MalformedPacket:
             self.malformed += 1
             return []
-        return self._add(fragment, type(packet) is bytes, arrival_ns)
+        return self._add(fragment, type(packet) is bytes, arrival_ns, retransmitted)
+
+    def parse(self, packet: bytes | memoryview) -> JpegFragment | None:
+        """``parse_jpeg_packet`` for this stream's payload type; None (counted in
+        ``malformed``) for a malformed datagram."""
+        try:
+            return parse_jpeg_packet(packet, self.payload_type)
+        except MalformedPacket:
+            self.malformed += 1
+            return None
+
+    def push_fragment(self, fragment: JpegFragment, arrival_ns: int, keep_reference: bool,
+                      retransmitted: bool = False) -> list[ReceivedFrame]:
+        """``push`` for a datagram already parsed with ``parse``."""
+        return self._add(fragment, keep_reference, arrival_ns, retransmitted)
 
     def flush(self) -> int:
         """Give up every frame still pending (end of stream); return how many."""
@@ -479,14 +564,17 @@ class JpegDepacketizer:
             self._highest_seq = seq
 
     def _update_jitter(self, rtp_timestamp: int, arrival_ns: int) -> None:
+        """RFC 3550 A.8's estimator over frames: fed the arrival of each frame's last
+        (marker) packet. Over every packet it reads far too low, since the packets of a
+        frame share one timestamp and leave in one burst."""
         transit = (arrival_ns * 9 // 100_000 - rtp_timestamp) & 0xFFFFFFFF  # 90 kHz units
         if self._last_transit is not None:
             d = abs(((transit - self._last_transit + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
             self.jitter += (d - self.jitter) / 16
         self._last_transit = transit
 
-    def _add(self, fragment: JpegFragment, keep_reference: bool,
-             arrival_ns: int) -> list[ReceivedFrame]:
+    def _add(self, fragment: JpegFragment, keep_reference: bool, arrival_ns: int,
+             retransmitted: bool = False) -> list[ReceivedFrame]:
         rtp, offset, q = fragment.rtp, fragment.offset, fragment.q
         qtables = fragment.qtables
         if fragment.q_header and qtables is None:
@@ -494,25 +582,38 @@ class JpegDepacketizer:
         elif qtables is not None and q < 255:
             self._q_cache[q] = qtables
         self.packets += 1
-        self._track_sequence(rtp.ssrc, rtp.sequence)
-        self._update_jitter(rtp.timestamp, arrival_ns)
+        if retransmitted:
+            self.packets_recovered += 1
+        else:
+            self._track_sequence(rtp.ssrc, rtp.sequence)
+            if rtp.marker:
+                self._update_jitter(rtp.timestamp, arrival_ns)
         if rtp.timestamp in self._done:
-            return []  # a straggler of a frame already finished or given up
+            return self.release(arrival_ns)  # a straggler of a frame finished or given up
         frame = self._pending.get(rtp.timestamp)
+        out: list[ReceivedFrame] = []
         if frame is None:
             frame = _Pending(rtp.timestamp, arrival_ns)
             self._pending[rtp.timestamp] = frame
-            while len(self._pending) > self.MAX_PENDING:  # dicts keep arrival order
-                self._give_up(next(iter(self._pending.values())))
+            while len(self._pending) > self._max_pending:  # dicts keep arrival order
+                oldest = next(iter(self._pending.values()))
+                if oldest.complete:
+                    out.append(self._deliver(oldest))
+                elif (concealed := self._give_up(oldest)) is not None:
+                    out.append(concealed)
+        elif frame.complete:
+            return self.release(arrival_ns)  # a duplicate of a frame held complete
         chunk = fragment.data if keep_reference else bytes(fragment.data)
         old = frame.chunks.get(offset)
         if old is not None:
             frame.received -= len(old)
         frame.chunks[offset] = chunk
         frame.received += len(chunk)
+        if fragment.jpeg_type >= 64:
+            frame.restart_words[offset] = fragment.restart_word
         if frame.received >= _MAX_OFFSET or len(frame.chunks) > _MAX_FRAGMENTS:
             self._give_up(frame)  # overlapping junk fragments: bound what one frame holds
-            return []
+            return out + self.release(arrival_ns)
         if offset == 0 or frame.dims is None:
             frame.dims = (fragment.jpeg_type & 1, fragment.width, fragment.height, q)
             frame.restart_interval = fragment.restart_interval
@@ -526,15 +627,37 @@ class JpegDepacketizer:
         if rtp.marker:
             frame.total = offset + len(chunk)
         if frame.total is None or frame.received < frame.total or not frame.contiguous():
-            return []
-        # Frames that began before this one will not complete any more.
-        for other in list(self._pending.values()):
-            if other is frame:
+            return out + self.release(arrival_ns)
+        frame.result = self._finish(frame)
+        if frame.result is None:
+            self._forget(frame)  # counted incomplete by _finish
+        else:
+            frame.complete = True
+        return out + self.release(arrival_ns)
+
+    def release(self, now_ns: int) -> list[ReceivedFrame]:
+        """Complete frames that may come out now, in order; an older incomplete frame is
+        given up once a later one is complete (after ``hold_ms`` when holding)."""
+        out = []
+        while self._pending:
+            oldest = next(iter(self._pending.values()))
+            if oldest.complete:
+                out.append(self._deliver(oldest))
+                continue
+            if not any(p.complete for p in self._pending.values()):
                 break
-            self._give_up(other)
-        self._forget(frame)
-        finished = self._finish(frame)
-        return [finished] if finished is not None else []
+            if self.hold_ns and now_ns - oldest.first_ns < self.hold_ns:
+                break
+            concealed = self._give_up(oldest)  # it will not complete any more
+            if concealed is not None:
+                out.append(concealed)
+        return out
+
+    def next_release_ns(self) -> int | None:
+        """When a held frame is next due out (None: none held)."""
+        if not self.hold_ns or not any(p.complete for p in self._pending.values()):
+            return None
+        return next(iter(self._pending.values())).first_ns + self.hold_ns
 
     def _forget(self, frame: _Pending) -> None:
         del self._pending[frame.timestamp]
@@ -542,9 +665,57 @@ class JpegDepacketizer:
         if len(self._done) > 8:
             del self._done[0]
 
-    def _give_up(self, frame: _Pending) -> None:
+    def _deliver(self, frame: _Pending) -> ReceivedFrame:
+        """A complete frame comes out (in order): the one later frames are patched from."""
+        self._forget(frame)
+        if self.concealer is not None and frame.restart_interval:
+            self.concealer.remember(self._headers_key_of(frame), frame.scan)
+        frame.scan = b""
+        return frame.result
+
+    def _headers_key_of(self, frame: _Pending) -> tuple:
+        jtype, width, height, q = frame.dims
+        tables = frame.qtables if q >= 128 else standard_qtables(q)
+        return (jtype, width, height, tables, frame.restart_interval)
+
+    def _give_up(self, frame: _Pending) -> ReceivedFrame | None:
+        """Forget an incomplete frame; with ``conceal``, the frame patched, if it can be."""
         self._forget(frame)
         self.frames_incomplete += 1
+        if self.concealer is None or not frame.restart_interval or frame.dims is None:
+            return None
+        jtype, width, height, q = frame.dims
+        tables = (frame.qtables or self.concealer.previous_tables(
+            jtype, width, height, frame.restart_interval)) if q >= 128 else standard_qtables(q)
+        if tables is None:
+            return None
+        runs: list[tuple[int, bytes, bool, int, bool]] = []
+        chunks, words = frame.chunks, frame.restart_words
+        for offset in sorted(chunks):
+            data = chunks[offset]
+            if runs and runs[-1][0] + len(runs[-1][1]) == offset:
+                start, joined, starts, count, _ = runs[-1]
+                runs[-1] = (start, joined + bytes(data), starts, count, False)
+            else:
+                word = words.get(offset, 0x3FFF)
+                runs.append((offset, bytes(data), bool(word & 0x8000), word & 0x3FFF, False))
+        if runs and frame.total is not None and runs[-1][0] + len(runs[-1][1]) == frame.total:
+            runs[-1] = (*runs[-1][:4], True)
+        key = (jtype, width, height, tables, frame.restart_interval)
+        patched = self.concealer.conceal(
+            key, interval_count(jtype, width, height, frame.restart_interval), runs)
+        if patched is None:
+            return None
+        scan, stale = patched
+        return ReceivedFrame(self._headers_for(key) + scan + _EOI, frame.timestamp,
+                             frame.capture_ns, frame.frame_seq, frame.first_ns, frame.last_ns,
+                             frame.packets, stale)
+
+    def _headers_for(self, key: tuple) -> bytes:
+        if key != self._headers_key:
+            self._headers_key = key
+            self._headers = jpeg_headers(*key)
+        return self._headers
 
     def _finish(self, frame: _Pending) -> ReceivedFrame | None:
         jtype, width, height, q = frame.dims
@@ -553,16 +724,14 @@ class JpegDepacketizer:
             self.frames_incomplete += 1
             return None
         key = (jtype, width, height, tables, frame.restart_interval)
-        if key != self._headers_key:
-            self._headers_key = key
-            self._headers = jpeg_headers(jtype, width, height, tables, frame.restart_interval)
         chunks = frame.chunks
-        parts = [self._headers]
-        parts += [chunks[o] for o in sorted(chunks)]
-        parts.append(_EOI)
+        scan = b"".join([chunks[o] for o in sorted(chunks)])
+        if self.concealer is not None and frame.restart_interval:
+            frame.scan = scan
         self.frames_complete += 1
-        return ReceivedFrame(b"".join(parts), frame.timestamp, frame.capture_ns,
-                             frame.frame_seq, frame.first_ns, frame.last_ns, frame.packets)
+        return ReceivedFrame(self._headers_for(key) + scan + _EOI, frame.timestamp,
+                             frame.capture_ns, frame.frame_seq, frame.first_ns, frame.last_ns,
+                             frame.packets)
 
 
 @functools.cache

@@ -13,6 +13,10 @@ first packet still learns both, and each packet can be judged on its own):
   offset (RTCP round trips, see rtcp.py). Seconds wrap modulo 2**32 (136 years).
 - id 2, ``urn:vr-stream-ros:frame-seq``: 4 bytes, big-endian, the camera's frame
   sequence number (the ring's ``seq``), so receiver statistics name camera frames.
+- id 3, ``urn:vr-stream-ros:frame-packets`` (only with NACK on): 4 bytes, the RTP
+  sequence number of the frame's first packet and the frame's packet count (16 bits
+  each), so a receiver that gets any packet of a frame knows all of its sequence
+  numbers and can ask for a lost *last* packet before the next frame shows the gap.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ RTP_VERSION = 2
 RTP_HEADER_SIZE = 12
 EXT_ABS_CAPTURE_TIME = 1
 EXT_FRAME_SEQ = 2
+EXT_FRAME_PACKETS = 3
+FRAME_PACKETS_URI = "urn:vr-stream-ros:frame-packets"
 ABS_CAPTURE_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"
 FRAME_SEQ_URI = "urn:vr-stream-ros:frame-seq"
 FRAME_EXTMAP: dict[int, str] = {
@@ -37,6 +43,7 @@ _FIXED = struct.Struct("!BBHII")
 _EXT_HEADER = struct.Struct("!HH")
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
+_SPAN = struct.Struct("!HH")
 _NS_PER_S = 1_000_000_000
 
 
@@ -176,12 +183,27 @@ def pack_header(payload_type: int, marker: bool, sequence: int, timestamp: int, 
                        ssrc & 0xFFFFFFFF) + extension_block
 
 
-def frame_extensions(capture_ns: int, frame_seq: int) -> bytes:
-    """The extension block our sender puts on every packet of a frame (20 bytes)."""
-    return pack_extensions({
+def frame_extensions(capture_ns: int, frame_seq: int,
+                     span: tuple[int, int] | None = None) -> bytes:
+    """The extension block our sender puts on every packet of a frame (20 bytes; 28 with
+    ``span``, the frame's first sequence number and packet count)."""
+    elements = {
         EXT_ABS_CAPTURE_TIME: _U64.pack(ns_to_uq32_32(capture_ns)),
         EXT_FRAME_SEQ: _U32.pack(frame_seq & 0xFFFFFFFF),
-    })
+    }
+    if span is not None:
+        elements[EXT_FRAME_PACKETS] = _SPAN.pack(span[0] & 0xFFFF, span[1])
+    return pack_extensions(elements)
+
+
+def read_frame_span(extensions: dict[int, bytes]) -> tuple[int, int] | None:
+    """(first sequence number, packet count) of the packet's frame; None if absent or
+    malformed (a count of 0 is malformed)."""
+    span = extensions.get(EXT_FRAME_PACKETS)
+    if span is None or len(span) != 4:
+        return None
+    first, count = _SPAN.unpack(span)
+    return (first, count) if count else None
 
 
 def read_frame_extensions(extensions: dict[int, bytes]) -> tuple[int | None, int | None]:

@@ -8,6 +8,7 @@ The receiver answers with a compound packet on the same port (rtcp-mux, RFC 5761
 - XR with a Receiver Reference Time block (RFC 3611, block type 4): the receiver's
   clock when it sent the report. With LSR/DLSR this gives the four times of an NTP
   exchange, so the bridge knows the receiver's clock offset as well as the RTT;
+- generic NACK (RFC 4585 6.2.1, rtp/nack.py): packets to resend;
 - APP "VRFS" (RFC 3550 6.7): for recent frames, the receiver's own stamps (first
   packet, last packet, decoded), so the bridge can report capture-to-decoded latency
   on its own clock even when the headset is another machine.
@@ -22,6 +23,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 
+from vr_stream_ros.rtp.nack import FMT_GENERIC_NACK, PT_RTPFB, NackError, parse_nack_fci
 from vr_stream_ros.rtp.packet import ns_to_uq32_32, uq32_32_to_ns
 
 PT_SR, PT_RR, PT_APP, PT_XR = 200, 201, 204, 207
@@ -94,6 +96,7 @@ class Compound:
     receiver_time_ns: int | None = None  # XR RRTR
     frames: list[FrameStamps] = field(default_factory=list)
     detections: DetectionsMeta | None = None
+    nacks: list[tuple[int, list[int]]] = field(default_factory=list)  # media SSRC, seqs
     malformed: str = ""
 
 
@@ -254,6 +257,14 @@ def _parse_into(data: memoryview, out: Compound) -> None:
                                               uq32_32_to_ns(decoded)))
         elif pt == PT_APP and len(body) >= 8 and bytes(body[4:8]) == APP_DETECTIONS:
             out.detections = _parse_detections(body[8:])
+        elif pt == PT_RTPFB and count == FMT_GENERIC_NACK:
+            if len(body) < 8:
+                raise RtcpError(f"RTCP generic NACK: body of {len(body)} bytes, shorter than "
+                                "its two SSRCs")
+            try:
+                out.nacks.append((struct.unpack_from("!I", body, 4)[0], parse_nack_fci(body[8:])))
+            except NackError as exc:
+                raise RtcpError(f"RTCP {exc}") from None
         pos = end
 
 

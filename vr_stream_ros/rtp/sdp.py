@@ -14,10 +14,14 @@ import ipaddress
 import time
 from collections.abc import Mapping
 
+from vr_stream_ros.rtp.packet import EXT_FRAME_PACKETS as FRAME_PACKETS_ID
+from vr_stream_ros.rtp.packet import FRAME_PACKETS_URI
+
 
 def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "JPEG",
              clock_rate: int = 90000, extmap: Mapping[int, str] | None = None,
-             session_name: str = "vr_stream_ros", transport: str = "udp") -> str:
+             session_name: str = "vr_stream_ros", transport: str = "udp",
+             nack: bool = False, rtx_payload_type: int = 97, rtx_time_ms: int = 200) -> str:
     """An SDP for one RTP video stream sent to ``dest_ip:port`` (CRLF line ends).
 
     ``transport`` is 'udp' (RTP/AVP) or 'tcp' (TCP/RTP/AVP, RFC 4571 framing).
@@ -25,6 +29,10 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
     ``extmap`` maps RTP header extension ids to URIs (``a=extmap`` lines; None: none).
     Pass :data:`~vr_stream_ros.rtp.packet.FRAME_EXTMAP` to announce the two extensions our
     sender puts on every packet; receivers that do not know an extension ignore it.
+
+    ``nack`` (UDP) announces generic NACK feedback (``a=rtcp-fb:<pt> nack``, RFC 4585),
+    the RTX payload type that carries repairs (``apt``, ``rtx-time``: RFC 4588) and the
+    frame-packets extension (id 3). A receiver that does not ask never gets RTX.
     """
     try:
         address = ipaddress.IPv4Address(dest_ip)
@@ -47,12 +55,19 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
         if not 1 <= ext_id <= 14 or not uri or any(c in uri for c in " \r\n"):
             raise ValueError(f"SDP extmap: id {ext_id} -> {uri!r}; expected ids 1..14 "
                              "(one-byte RTP header extensions) mapped to URIs")
+    if nack and (transport != "udp" or not 0 <= rtx_payload_type <= 127 or
+                 rtx_payload_type == payload_type):
+        raise ValueError(f"SDP nack: RTX payload type {rtx_payload_type} over {transport}; "
+                         "expected UDP and a payload type 0..127 other than the media's")
     if transport == "tcp" and address.is_multicast:
         raise ValueError(f"SDP dest_ip: {dest_ip} is multicast; RTP over TCP needs a unicast "
                          "receiver")
     # Multicast needs a TTL on the connection line (RFC 8866 5.7).
     connection = f"{dest_ip}/16" if address.is_multicast else dest_ip
-    proto = "TCP/RTP/AVP" if transport == "tcp" else "RTP/AVP"
+    proto = "TCP/RTP/AVP" if transport == "tcp" else ("RTP/AVPF" if nack else "RTP/AVP")
+    formats = f"{payload_type} {rtx_payload_type}" if nack else str(payload_type)
+    if nack:
+        extmap.setdefault(FRAME_PACKETS_ID, FRAME_PACKETS_URI)
     session_id = time.time_ns() // 1000
     lines = [
         "v=0",
@@ -60,10 +75,14 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
         f"s={session_name}",
         f"c=IN IP4 {connection}",
         "t=0 0",
-        f"m=video {port} {proto} {payload_type}",
+        f"m=video {port} {proto} {formats}",
         f"a=rtpmap:{payload_type} {encoding}/{clock_rate}",
         "a=rtcp-mux",  # sender reports and receiver reports use the RTP port
     ]
+    if nack:
+        lines += [f"a=rtcp-fb:{payload_type} nack",
+                  f"a=rtpmap:{rtx_payload_type} rtx/{clock_rate}",
+                  f"a=fmtp:{rtx_payload_type} apt={payload_type};rtx-time={rtx_time_ms}"]
     if transport == "tcp":
         lines += ["a=setup:passive", "a=connection:new"]
     lines += [f"a=extmap:{ext_id} {uri}" for ext_id, uri in sorted(extmap.items())]

@@ -51,6 +51,12 @@ class HeadsetStatus:
     packets_lost: int = 0
     frames_lost: int = 0
     reports_malformed: int = 0
+    clock_offset_error_ms: float = 0.0  # the offset is known within +- this (half the RTT)
+    packets_retransmitted: int = 0  # resent on the viewer's NACKs
+    nacks_refused: int = 0  # NACKed packets not resent (unknown, expired, late, flood)
+    jpeg_quality: int = 0  # in use now (adaptation may lower it)
+    adapt_level: int = 0  # adaptation steps below the configured quality and frame rate
+    target_rate_mbps: float = 0.0  # what the current level sends: frame size x frame rate
 
 
 class FrameSink(ABC):

@@ -8,7 +8,16 @@ decodes every frame (simplejpeg, RGB), reads the frame number the synthetic patt
 carries in its pixels, and prints fps, loss and latency once a second; at the end
 (``--duration``, SIGINT or SIGTERM) a summary, and with ``--summary-json`` every figure.
 It answers the bridge's RTCP sender reports with receiver reports (loss, jitter, its
-clock, and per-frame stamps: see rtcp.py).
+clock, and per-frame stamps: see rtcp.py). With ``--nack`` (UDP) it asks for lost
+packets with generic NACKs (RFC 4585) and takes the repairs as RFC 4588 RTX packets
+(``--rtx-pt``); when to ask is rtp/nack.py's NackTracker.
+
+Figures that describe the link: loss counts packets still missing after the reorder
+tolerance and every repair round, not packets that came late (``packets_reordered``);
+jitter is RFC 3550's estimator over each frame's last packet (over every packet it
+reads far too low: a frame's packets share one timestamp and leave in one burst).
+With ``--conceal`` a frame with restart markers that lost packets is shown with those
+stripes from the previous frame (rtp/conceal.py); ``stale_area_pct`` counts them.
 
 Latency is this host's CLOCK_MONOTONIC right after decoding minus the frame's capture
 time from the abs-capture-time extension, which the sender writes in *its*
@@ -21,6 +30,7 @@ hosts' monotonic clocks is unknown here; the bridge estimates it from RTCP inste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import select
@@ -36,7 +46,14 @@ from vr_stream_ros.camera.pattern import read_stamp
 from vr_stream_ros.latency.percentiles import summarize
 from vr_stream_ros.net.senders import check_port
 from vr_stream_ros.rtp.jpeg import JpegDepacketizer, ReceivedFrame
-from vr_stream_ros.rtp.packet import Rfc4571Decoder, frame_rfc4571
+from vr_stream_ros.rtp.nack import NackTracker, generic_nack
+from vr_stream_ros.rtp.packet import (
+    Rfc4571Decoder,
+    RtpError,
+    frame_rfc4571,
+    parse_packet,
+    read_frame_span,
+)
 from vr_stream_ros.rtp.rtcp import (
     DetectionsMeta,
     FrameStamps,
@@ -48,6 +65,7 @@ from vr_stream_ros.rtp.rtcp import (
     receiver_reference_time,
     receiver_report,
 )
+from vr_stream_ros.rtp.rtx import RTX_PAYLOAD_TYPE, restore_original
 
 STAGES = ("capture_to_first_packet", "first_to_last_packet", "last_packet_to_decoded")
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not export it
@@ -88,6 +106,8 @@ class ReceiverStats:
     detections_received: int = 0
     detection_lag_frames: list[int] = field(default_factory=list)
     last_detections: DetectionsMeta | None = None
+    frames_concealed: int = 0  # decoded with stripes taken from the previous frame
+    stale_frames: float = 0.0  # the concealed area, in whole frames
 
 
 class StreamReceiver:
@@ -95,8 +115,15 @@ class StreamReceiver:
 
     def __init__(self, port: int, bind: str = "127.0.0.1", *, tcp: bool = False,
                  same_clock: bool | None = None, report_interval: float = 0.2,
-                 clock_offset_ns: int = 0) -> None:
+                 clock_offset_ns: int = 0, nack: bool = False, reorder_ms: float = 2.0,
+                 nack_rounds: int = 3, rtx_payload_type: int = RTX_PAYLOAD_TYPE,
+                 tail_ms: float = 6.0, hold_ms: float = 30.0, conceal: bool = False) -> None:
         self.tcp = tcp
+        self.tracker = NackTracker(reorder_ms, nack_rounds, enabled=nack and not tcp,
+                                   tail_ms=tail_ms)
+        self.rtx_payload_type = rtx_payload_type
+        self.rtx_malformed = 0
+        self.decoded_at_ns: list[int] = []  # decode time of every frame decoded (freezes)
         self.same_clock = same_clock
         self.report_interval = report_interval
         self.clock_offset_ns = clock_offset_ns  # simulated headset clock (tests)
@@ -105,9 +132,10 @@ class StreamReceiver:
         self._peer: tuple[str, int] | None = None
         self._last_report = 0.0
         self._stamps: list[FrameStamps] = []
-        self._expected_prior = self._received_prior = 0
+        self._expected_prior = self._lost_prior = 0
         self.reports_sent = 0
-        self.depacketizer = JpegDepacketizer()
+        self.depacketizer = JpegDepacketizer(hold_ms=hold_ms if nack and not tcp else 0.0,
+                                             conceal=conceal)
         self.stats = ReceiverStats()
         self.window: list[float] = []  # latencies of the current second
         self.window_frames = 0
@@ -133,6 +161,9 @@ class StreamReceiver:
     def poll(self, timeout: float) -> list[ReceivedFrame]:
         """Wait up to ``timeout`` s for data; handle it and return the frames it completed."""
         readable = [self.sock] + ([self._conn] if self._conn is not None else [])
+        for due in (self.tracker.next_due_ns(), self.depacketizer.next_release_ns()):
+            if due is not None:
+                timeout = min(timeout, max(0.0, (due - self.clock_ns()) / 1e9))
         ready, _, _ = select.select(readable, [], [], timeout)
         frames: list[ReceivedFrame] = []
         for s in ready:
@@ -142,10 +173,22 @@ class StreamReceiver:
                 frames += self._read_udp()
             else:
                 frames += self._read_tcp()
+        held = self.depacketizer.release(self.clock_ns())
+        for frame in held:
+            self._handle(frame)
+        frames += held
+        self._send_nacks()
         if self._last_sr is not None and time.monotonic() - self._last_report >= \
                 self.report_interval:
             self._send_report()
         return frames
+
+    def _send_nacks(self) -> None:
+        seqs = self.tracker.due(self.clock_ns())
+        if not seqs or self._last_sr is None or self._peer is None:
+            return
+        with contextlib.suppress(OSError):  # the bridge went away: given up in time
+            self.sock.sendto(generic_nack(self.ssrc, self._last_sr[2], seqs), self._peer)
 
     def clock_ns(self) -> int:
         """This receiver's clock as reported to the bridge (CLOCK_MONOTONIC + offset)."""
@@ -165,7 +208,31 @@ class StreamReceiver:
                 if peer is not None:
                     self._peer = peer
             return []
-        frames = self.depacketizer.push(data, self.clock_ns())
+        now = self.clock_ns()
+        d = self.depacketizer
+        retransmitted = False
+        if len(data) >= 2 and data[1] & 0x7F == self.rtx_payload_type != d.payload_type:
+            try:
+                rtx = parse_packet(data)
+                if self._last_sr is None:
+                    raise RtpError("RTX packet before any sender report")
+                data = restore_original(rtx, d.payload_type, self._last_sr[2])
+            except RtpError:
+                self.rtx_malformed += 1
+                return []
+            retransmitted = True
+        fragment = d.parse(data)
+        if fragment is None:
+            return []
+        span = None
+        if fragment.rtp.extension_data is not None:
+            try:
+                span = read_frame_span(fragment.rtp.extensions)
+            except RtpError:
+                span = None
+        self.tracker.on_packet(fragment.rtp.sequence, now, retransmitted=retransmitted,
+                               span=span)
+        frames = d.push_fragment(fragment, now, type(data) is bytes, retransmitted)
         for frame in frames:  # decode at once: the next datagrams can wait in the buffer
             self._handle(frame)
         return frames
@@ -173,15 +240,16 @@ class StreamReceiver:
     def _send_report(self) -> None:
         """RR + XR receiver time + APP frame stamps, back to the sender (rtcp-mux)."""
         lsr, sr_arrival, sender_ssrc = self._last_sr
-        d = self.depacketizer
-        expected = d.packets + d.packets_lost
+        d, t = self.depacketizer, self.tracker
+        t.due(self.clock_ns())  # settle what is given up by now
+        expected, lost = t.expected, t.network_lost
         expected_interval = expected - self._expected_prior
-        lost_interval = expected_interval - (d.packets - self._received_prior)
-        self._expected_prior, self._received_prior = expected, d.packets
+        lost_interval = lost - self._lost_prior
+        self._expected_prior, self._lost_prior = expected, lost
         now = self.clock_ns()
         block = ReportBlock(
             sender_ssrc, lost_interval / expected_interval if expected_interval > 0 else 0.0,
-            d.packets_lost, d.extended_highest_seq & 0xFFFFFFFF, int(d.jitter), lsr,
+            lost, t.highest & 0xFFFFFFFF, int(d.jitter), lsr,
             min(0xFFFFFFFF, (now - sr_arrival) * 65536 // 1_000_000_000))
         packet = receiver_report(self.ssrc, [block]) + \
             receiver_reference_time(self.ssrc, self.clock_ns())
@@ -262,6 +330,7 @@ class StreamReceiver:
             st.decode_errors += 1
             return
         decoded_clock = self.clock_ns()
+        self.decoded_at_ns.append(decoded_clock - self.clock_offset_ns)
         if frame.frame_seq is not None:
             self._stamps.append(FrameStamps(frame.frame_seq, frame.first_packet_ns,
                                             frame.last_packet_ns, decoded_clock))
@@ -270,6 +339,9 @@ class StreamReceiver:
         first_ns = frame.first_packet_ns - self.clock_offset_ns
         last_ns = frame.last_packet_ns - self.clock_offset_ns
         st.frames_decoded += 1
+        if frame.stale:
+            st.frames_concealed += 1
+            st.stale_frames += frame.stale
         self.window_frames += 1
         stamp = read_stamp(image)
         if stamp is None:
@@ -325,12 +397,26 @@ class StreamReceiver:
             "duration_s": round(duration, 3),
             "frames_received": st.frames_received,
             "frames_decoded": st.frames_decoded,
-            "frames_lost": d.frames_incomplete,
+            "frames_lost": d.frames_incomplete - st.frames_concealed,
+            "frames_concealed": st.frames_concealed,
+            "stale_area_pct": round(100 * st.stale_frames / st.frames_decoded, 3)
+            if st.frames_decoded else 0.0,
             "frames_pending": d.pending,
             "decode_errors": st.decode_errors,
             "fps": round(st.frames_decoded / duration, 2) if duration > 0 else 0.0,
             "packets": d.packets,
-            "packets_lost": d.packets_lost,
+            "packets_lost": self.tracker.network_lost,
+            "packets_unrepaired": self.tracker.lost,
+            "packets_reordered": self.tracker.reordered,
+            "nack": {"enabled": self.tracker.enabled, "nacks_sent": self.tracker.nacks_sent,
+                     "packets_asked": self.tracker.packets_asked,
+                     "recovered": self.tracker.recovered, "spurious": self.tracker.spurious,
+                     "rtx_malformed": self.rtx_malformed,
+                     "repair_wait_ms": round(self.tracker.repair_wait_ns / 1e6, 3),
+                     "reorder_wait_ms": round(self.tracker.reorder_wait_ns / 1e6, 3),
+                     "tail_wait_ms": round(self.tracker.tail_wait_ns / 1e6, 3)},
+            "decoded_at_ms": [round((t - self.decoded_at_ns[0]) / 1e6, 3)
+                              for t in self.decoded_at_ns],
             "malformed_packets": d.malformed,
             "bytes": st.bytes,
             "mbit_per_s": round(st.bytes * 8 / 1e6 / duration, 3) if duration > 0 else 0.0,
@@ -413,6 +499,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-second lines")
     parser.add_argument("--report-interval", type=float, default=0.2,
                         help="seconds between RTCP reports to the sender (default 0.2)")
+    parser.add_argument("--nack", action="store_true",
+                        help="UDP: ask for lost packets (RFC 4585 generic NACK, RTX repairs)")
+    parser.add_argument("--reorder-ms", type=float, default=2.0,
+                        help="wait this long for a reordered packet before asking (default 2)")
+    parser.add_argument("--tail-ms", type=float, default=6.0,
+                        help="ask for a frame's missing last packets after this long without "
+                             "any packet (default 6)")
+    parser.add_argument("--hold-ms", type=float, default=30.0,
+                        help="with --nack: a complete frame waits up to this long (from the "
+                             "older frame's first packet) for an older one's repair (default 30)")
+    parser.add_argument("--conceal", action="store_true",
+                        help="show a frame with lost restart intervals, those stripes taken "
+                             "from the previous frame (needs a sender with restart markers)")
+    parser.add_argument("--nack-rounds", type=int, default=3,
+                        help="times a missing packet is asked for at most (default 3)")
+    parser.add_argument("--rtx-pt", type=int, default=RTX_PAYLOAD_TYPE,
+                        help=f"RTX payload type (default {RTX_PAYLOAD_TYPE})")
     parser.add_argument("--clock-offset-ms", type=float, default=0.0,
                         help="simulate a headset clock this far off (tests the bridge's "
                              "offset estimate; this receiver's own figures stay true)")
@@ -424,7 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         receiver = StreamReceiver(ns.port, ns.bind, tcp=ns.tcp, same_clock=ns.assume_same_clock,
                                   report_interval=ns.report_interval,
-                                  clock_offset_ns=int(ns.clock_offset_ms * 1e6))
+                                  clock_offset_ns=int(ns.clock_offset_ms * 1e6),
+                                  nack=ns.nack, reorder_ms=ns.reorder_ms,
+                                  nack_rounds=ns.nack_rounds, rtx_payload_type=ns.rtx_pt,
+                                  tail_ms=ns.tail_ms, hold_ms=ns.hold_ms,
+                                  conceal=ns.conceal)
+    except ValueError as exc:
+        parser.error(str(exc))
     except OSError as exc:
         print(f"[receiver] cannot listen on {ns.bind}:{ns.port}: {exc.strerror}", file=sys.stderr)
         return 2
