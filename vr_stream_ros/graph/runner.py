@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                 "--port", values["headset_port"], "--summary-json", summary_path]
     if values["transport"] == "tcp":
         receiver.append("--tcp")
+    if str(values["nack"]).lower() == "true":  # the headset asks for what it lost
+        receiver.append("--nack")
+    if str(values["jpeg_restart_interval"]) != "0":  # a lost stripe is concealed
+        receiver.append("--conceal")
     webrtc = values["transport"] == "webrtc"
     if webrtc:  # the headset is a browser: open the page headset_bridge_node prints
         print(f"[vr_stream_run] transport:=webrtc: no local receiver; open the URL "
