@@ -53,11 +53,38 @@ def ring_name() -> Iterator[str]:
 Processes = ProcessGroup
 """The harness; tests give it their tmp_path for the logs."""
 
+RING_NODES = ("camera_node", "headset_bridge_node", "detector_node")
+
+
+class IsolatedProcesses(ProcessGroup):
+    """The harness with a test's own names: no node of a test touches a shared default.
+
+    A node started without ``ring_name`` gets the test's ring; the bridge without
+    ``sdp_path``, ``headset_port`` or ``webrtc_port`` gets a file in the test's tmp_path and
+    free ports, so tests running beside each other (or a `make run`) never collide.
+    """
+
+    def __init__(self, tmp_path, ring_name: str) -> None:
+        super().__init__(tmp_path)
+        self._defaults = {"ring_name": ring_name}
+        self._bridge_defaults = {"sdp_path": str(tmp_path / "bridge.sdp")}
+
+    def node(self, executable: str, *params: str, **kwargs):
+        given = {p.split(":=", 1)[0] for p in params}
+        extra = []
+        if executable in RING_NODES:
+            extra += [f"{k}:={v}" for k, v in self._defaults.items() if k not in given]
+        if executable == "headset_bridge_node":
+            extra += [f"{k}:={v}" for k, v in self._bridge_defaults.items() if k not in given]
+            extra += [f"{k}:={free_port(None)}" for k in ("headset_port", "webrtc_port")
+                      if k not in given]
+        return super().node(executable, *params, *extra, **kwargs)
+
 
 @pytest.fixture
-def procs(tmp_path, ring_name) -> Iterator[Processes]:
+def procs(tmp_path, ring_name) -> Iterator[IsolatedProcesses]:
     """Processes of one test; stopped before ``ring_name`` checks /dev/shm is clean."""
-    p = Processes(tmp_path)
+    p = IsolatedProcesses(tmp_path, ring_name)
     yield p
     p.stop_all()
 
