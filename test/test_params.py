@@ -51,7 +51,7 @@ def test_bad_launch_argument_names_parameter_and_allowed_values(argument, value,
     ("widht", "did you mean 'width'?"),
     ("headset_pot", "did you mean 'headset_port'?"),
     ("yolov8", "did you mean 'yolo'?"),
-    ("xyz", "known: camera, compressed_fps, compressed_quality, config, fps"),
+    ("xyz", "known: adapt, camera, compressed_fps, compressed_quality, config, fps"),
 ])
 def test_unknown_launch_argument_is_refused_naming_the_closest(given, suggested) -> None:
     with pytest.raises(ParameterError) as err:
