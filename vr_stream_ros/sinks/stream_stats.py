@@ -69,9 +69,11 @@ class StreamStats:
             add("encode", encoded_ns - pickup_ns)
             add("send", done_ns - encoded_ns)
             add(END_TO_SENT, done_ns - view.capture_ns)
-            self._record(view.seq, {"capture": view.capture_ns, "ring_write": view.publish_ns,
-                                    "bridge_pickup": pickup_ns, "encoded": encoded_ns,
-                                    "sent": done_ns})
+            if self._profiler is not None:  # no marks dict per frame unless recording
+                self._record(view.seq, {"capture": view.capture_ns,
+                                        "ring_write": view.publish_ns,
+                                        "bridge_pickup": pickup_ns, "encoded": encoded_ns,
+                                        "sent": done_ns})
 
     def frame_dropped(self) -> None:
         """The transport refused a frame."""
