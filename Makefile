@@ -24,7 +24,7 @@ lint: setup
 	@$(ENV) ruff check vr_stream_ros launch test tools
 
 test: setup lint
-	@$(ENV) python -m pytest -q -rs test $(PYTEST_ARGS)
+	@$(ENV) python -m pytest -q -rs --durations=15 test $(PYTEST_ARGS)
 
 # docs/reference.md from the parameter/topic specs, launch arguments and msg/ (a test checks it).
 .PHONY: reference
