@@ -6,13 +6,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import needs_ros
 
 from vr_stream_ros.camera import CameraConfig, CameraError, create_backend
 from vr_stream_ros.camera.layout import eye_views
 from vr_stream_ros.camera.pattern import PatternGenerator, read_eye_stamps
 from vr_stream_ros.graph.launches import node_launches
 from vr_stream_ros.graph.param_spec import ParameterError
-from vr_stream_ros.ring.frame_ring import FrameRingReader, FrameRingWriter, FrameSpec
+from vr_stream_ros.ring.frame_ring import FrameRingReader, FrameRingWriter, FrameSpec, FrameView
+from vr_stream_ros.rtp.sdp import frame_layout_of, make_sdp
 
 
 @pytest.mark.parametrize("layout", ["side_by_side", "top_bottom"])
@@ -107,3 +109,35 @@ def test_v4l2_stereo_parameters_are_one_line_naming_them(tmp_path) -> None:
                               device=missing, right_device="/dev/video1")
         with pytest.raises(CameraError, match=rf"parameter 'device': {missing} does not exist"):
             create_backend(config).open()
+
+
+def test_sdp_names_the_stereo_layout_and_refuses_an_unknown_one() -> None:
+    sdp = make_sdp("127.0.0.1", 5004, frame_layout="top_bottom")
+    assert "a=x-frame-layout:top_bottom\r\n" in sdp and frame_layout_of(sdp) == "top_bottom"
+    mono = make_sdp("127.0.0.1", 5004)
+    assert "x-frame-layout" not in mono and frame_layout_of(mono) == "mono"
+    with pytest.raises(ValueError, match=r"SDP frame_layout: got 'over_under', expected one "
+                       r"of mono, side_by_side, top_bottom"):
+        make_sdp("127.0.0.1", 5004, frame_layout="over_under")
+
+
+@needs_ros
+@pytest.mark.parametrize("stereo", [True, False])
+def test_latency_stats_carry_eye_skew_and_pairs_dropped(stereo) -> None:
+    from vr_stream_ros.ros.latency_stats import latency_stats
+    from vr_stream_ros.sinks.base import HeadsetStatus
+    from vr_stream_ros.sinks.stream_stats import StreamStats
+
+    stats = StreamStats(("network",), stereo=stereo)
+    for n, skew in enumerate([-30_000, 10_000, 20_000, -40_000]):
+        view = FrameView(np.empty((2, 2, 3), np.uint8), n, 0, 1_000, 2_000,
+                         eye_skew_ns=skew, pairs_dropped=3 + n)
+        stats.frame_sent(view, 3_000, 4_000, 5_000)
+    headset = HeadsetStatus(fresh=False, measured_to="", end_stage="capture_to_decoded",
+                            stages=("network",))
+    msg = latency_stats(stats.take_window(0, 0, headset))
+    if stereo:  # |skew|: 0.01, 0.02, 0.03, 0.04 ms
+        assert msg.eye_skew_p50_ms == pytest.approx(0.025)
+        assert 0.03 < msg.eye_skew_p99_ms <= 0.04 and msg.stereo_pairs_dropped == 6
+    else:
+        assert (msg.eye_skew_p50_ms, msg.eye_skew_p99_ms, msg.stereo_pairs_dropped) == (0, 0, 0)
