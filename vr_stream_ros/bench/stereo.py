@@ -28,14 +28,14 @@ WARMUP_S = 3.0
 TARGETS = {"frames_lost": 0, "p50_ratio_max": 1.6, "eye_skew_p99_ms_max": 0.1}
 
 
-def run_variant(tmp: str, label: str, seconds: float, stereo: bool) -> dict:
+def run_variant(tmp: str, label: str, seconds: float, stereo: bool, fps: float = FPS) -> dict:
     """One variant's figures from the reference receiver's summary."""
     port, ring = free_port(), f"vr_bench_stereo_{label}_{os.getpid()}"
     summary = os.path.join(tmp, f"{label}_receiver.json")
     ros = ("--log-level", "warn")
     with ProcessGroup(os.path.join(tmp, label)) as group:
         group.node("camera_node", f"ring_name:={ring}", f"width:={W}", f"height:={H}",
-                   f"fps:={FPS}", f"stereo:={str(stereo).lower()}",
+                   f"fps:={fps}", f"stereo:={str(stereo).lower()}",
                    "stereo_layout:=top_bottom", ros_args=ros)
         group.node("headset_bridge_node", f"ring_name:={ring}", f"headset_port:={port}",
                    "sdp_path:=''", ros_args=ros)
@@ -84,13 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="measured seconds per variant (after a warm-up)")
+    parser.add_argument("--fps", type=float, default=FPS,
+                        help=f"camera rate of both variants (default {FPS:g}, the target's)")
     ns = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vr_bench_stereo_") as tmp:
-        results = {"mono": run_variant(tmp, "mono", ns.seconds, stereo=False),
-                   "stereo": run_variant(tmp, "stereo", ns.seconds, stereo=True)}
+        results = {"mono": run_variant(tmp, "mono", ns.seconds, False, ns.fps),
+                   "stereo": run_variant(tmp, "stereo", ns.seconds, True, ns.fps)}
     mono, stereo = results["mono"], results["stereo"]
     ratio = round(stereo["p50_ms"] / max(1e-6, mono["p50_ms"]), 2)
-    print(f"\n{'1280x720@60':8} {'p50':>8} {'p95':>8} {'p99':>8} {'lost/made':>13} "
+    print(f"\n{f'1280x720@{ns.fps:g}':8} {'p50':>8} {'p95':>8} {'p99':>8} {'lost/made':>13} "
           f"{'skew p50':>9} {'skew p99':>9} {'Mbit/s':>8}   (capture->decoded, ms)")
     for name, f in results.items():
         print(_row(name, f))
@@ -101,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nstereo/mono p50 ratio {ratio} (target <= {TARGETS['p50_ratio_max']}); per-eye "
           f"p50 {stereo['eye_p50_ms']}; targets met: "
           + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in met.items()))
-    print(json.dumps({"variants": results, "p50_ratio_stereo_mono": ratio,
-                      "targets": TARGETS, "targets_met": met}))
+    print(json.dumps({"fps": ns.fps, "seconds": ns.seconds, "variants": results,
+                      "p50_ratio_stereo_mono": ratio, "targets": TARGETS, "targets_met": met}))
     return 0
 
 
