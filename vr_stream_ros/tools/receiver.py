@@ -73,6 +73,8 @@ from vr_stream_ros.rtp.rtcp import (
 )
 from vr_stream_ros.rtp.rtx import RTX_PAYLOAD_TYPE, restore_original
 
+AUTO_GIVE_UP = 30
+"""--layout auto: frames without any stamp after which the stream counts as mono."""
 STAGES = ("capture_to_first_packet", "first_to_last_packet", "last_packet_to_decoded")
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not export it
 RCVBUF_BYTES = 8 << 20
@@ -121,7 +123,9 @@ class StereoStats:
     """What the receiver reads from the two eyes of stereo frames (``--layout``)."""
 
     layout: str = "auto"
-    """mono, side_by_side, top_bottom; auto until the first stamped frame tells."""
+    """mono, side_by_side, top_bottom; auto until the first stamped frame tells (mono
+    after ``AUTO_GIVE_UP`` frames without a stamp: a camera that stamps nothing)."""
+    unstamped: int = 0
     pairs: int = 0
     pairs_mismatched: int = 0  # both eyes stamped, different frame numbers
     eye_unreadable: int = 0  # frames with one eye's stamp missing or corrupt
@@ -410,6 +414,9 @@ class StreamReceiver:
         if st.layout == "auto":
             st.layout = detect_layout(image) or "auto"
             if st.layout == "auto":
+                st.unstamped += 1
+                if st.unstamped >= AUTO_GIVE_UP:
+                    st.layout = "mono"
                 return None
         if st.layout == "mono":
             return read_stamp(image)
