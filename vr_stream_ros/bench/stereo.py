@@ -23,11 +23,19 @@ import statistics
 import tempfile
 import time
 
+import psutil
+
 from vr_stream_ros.graph.processes import ProcessGroup, free_port
 
 W, H, FPS = 1280, 720, 60.0
 WARMUP_S = 3.0
 TARGETS = {"frames_lost": 0, "p50_ratio_max": 1.6, "eye_skew_p99_ms_max": 0.1}
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    t = proc.cpu_times()
+    return t.user + t.system
 
 
 def run_variant(tmp: str, label: str, seconds: float, stereo: bool, fps: float = FPS) -> dict:
@@ -36,16 +44,20 @@ def run_variant(tmp: str, label: str, seconds: float, stereo: bool, fps: float =
     summary = os.path.join(tmp, f"{label}_receiver.json")
     ros = ("--log-level", "warn")
     with ProcessGroup(os.path.join(tmp, label)) as group:
-        group.node("camera_node", f"ring_name:={ring}", f"width:={W}", f"height:={H}",
+        camera = group.node("camera_node", f"ring_name:={ring}", f"width:={W}", f"height:={H}",
                    f"fps:={fps}", f"stereo:={str(stereo).lower()}",
                    "stereo_layout:=top_bottom", ros_args=ros)
-        group.node("headset_bridge_node", f"ring_name:={ring}", f"headset_port:={port}",
+        bridge = group.node("headset_bridge_node", f"ring_name:={ring}", f"headset_port:={port}",
                    "sdp_path:=''", ros_args=ros)
         time.sleep(WARMUP_S)  # nodes up, ring attached, first frames sent into nothing
+        nodes = {"camera_node": psutil.Process(camera.pid),
+                 "headset_bridge_node": psutil.Process(bridge.pid)}
+        cpu_start = {n: _cpu_s(p) for n, p in nodes.items()}
         receiver = group.receiver("--port", str(port), "--quiet", "--duration", str(seconds),
                                   "--summary-json", summary,
                                   "--layout", "top_bottom" if stereo else "mono")
         receiver.wait(timeout=seconds + 60)
+        cpu_s = {n: _cpu_s(p) - cpu_start[n] for n, p in nodes.items()}
         group.stop_all(timeout=20)
         logs = {name: group.output(name) for name in ("camera_node", "headset_bridge_node")}
     try:
@@ -60,6 +72,9 @@ def run_variant(tmp: str, label: str, seconds: float, stereo: bool, fps: float =
            "frames_lost": produced - stamps["count"],
            "frames_incomplete": s["frames_lost"], "fps": s["fps"],
            "mbit_per_s": s["mbit_per_s"],
+           # CPU time per frame made: what the load cannot inflate much, unlike latency.
+           "cpu_ms_per_frame": {n: round(1e3 * c / max(1, produced), 2)
+                                for n, c in cpu_s.items()},
            **{f"{k}_ms": latency.get(k) for k in ("p50", "p95", "p99", "max")}}
     stereo_s = s.get("stereo")
     if stereo:
@@ -111,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
            "eye_skew_p99": max(f["eye_skew_p99_ms"] or 0.0 for f in stereo)
            <= TARGETS["eye_skew_p99_ms_max"],
            "pairs_mismatched": sum(f["pairs_mismatched"] for f in stereo) == 0}
-    print(f"\nstereo/mono p50 ratio {ratio} (rounds: {ratios}; target <= "
+    print("\nCPU ms per frame (camera_node, headset_bridge_node): " + "; ".join(
+        f"{name} #{n} {f['cpu_ms_per_frame']['camera_node']:.2f}, "
+        f"{f['cpu_ms_per_frame']['headset_bridge_node']:.2f}"
+        for n, r in enumerate(rounds, 1) for name, f in r.items()))
+    print(f"stereo/mono p50 ratio {ratio} (rounds: {ratios}; target <= "
           f"{TARGETS['p50_ratio_max']}); targets met: "
           + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in met.items()))
     print(json.dumps({"fps": ns.fps, "seconds": ns.seconds, "rounds": rounds,
