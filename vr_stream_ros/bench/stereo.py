@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append({"mono": run_variant(tmp, f"mono{r}", ns.seconds, False, ns.fps),
                            "stereo": run_variant(tmp, f"stereo{r}", ns.seconds, True, ns.fps)})
     ratios = [round(r["stereo"]["p50_ms"] / max(1e-6, r["mono"]["p50_ms"]), 2) for r in rounds]
-    ratio = statistics.median(ratios)
+    ratio = round(statistics.median(ratios), 2)
     print(f"\n{f'1280x720@{ns.fps:g}':10} {'p50':>8} {'p95':>8} {'p99':>8} {'lost/made':>13} "
           f"{'skew p50':>9} {'skew p99':>9} {'Mbit/s':>8}   (capture->decoded, ms)")
     for n, r in enumerate(rounds, 1):
