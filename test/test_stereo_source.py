@@ -1,0 +1,143 @@
+"""Stereo sources: the synthetic pair's per-eye stamps, one ring slot written once, and
+bad stereo parameters refused in one line naming them."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import needs_ros
+
+from vr_stream_ros.camera import CameraConfig, CameraError, create_backend
+from vr_stream_ros.camera.layout import eye_views
+from vr_stream_ros.camera.pattern import PatternGenerator, read_eye_stamps
+from vr_stream_ros.graph.launches import node_launches
+from vr_stream_ros.graph.param_spec import ParameterError
+from vr_stream_ros.ring.frame_ring import FrameRingReader, FrameRingWriter, FrameSpec, FrameView
+from vr_stream_ros.rtp.sdp import frame_layout_of, make_sdp
+
+
+@pytest.mark.parametrize("layout", ["side_by_side", "top_bottom"])
+def test_synthetic_pair_stamps_each_eye_in_its_half(layout) -> None:
+    config = CameraConfig(width=320, height=240, fps=240.0, stereo=True, stereo_layout=layout)
+    assert config.shape == ((240, 640, 3) if layout == "side_by_side" else (480, 320, 3))
+    with create_backend(config) as camera:
+        out = np.zeros(config.shape, np.uint8)
+        for n in range(3):
+            capture = camera.capture_into(out, n)
+            stamps = read_eye_stamps(out, layout)
+            assert {e: (s.frame, s.capture_ns, s.eye) for e, s in stamps.items()} == {
+                "left": (n, capture, "left"), "right": (n, capture, "right")}
+            assert camera.eye_skew_ns == 0  # one deadline for both eyes
+    views = eye_views(out, layout)
+    # Disparity: the eyes differ (the box moved), beyond their stamps.
+    assert not np.array_equal(views["left"][64:], views["right"][64:])
+    # Read the wrong way, a frame shows no stamp rather than the wrong eye's.
+    other = "top_bottom" if layout == "side_by_side" else "side_by_side"
+    assert read_eye_stamps(out, other)["right"] is None
+
+
+def test_stereo_ring_slot_is_written_once_through_eye_views(ring_name) -> None:
+    config = CameraConfig(width=320, height=240, fps=240.0, stereo=True)
+    spec = FrameSpec(*config.frame_size, 3, "rgb8", config.fps, config.layout)
+    with FrameRingWriter(ring_name, spec) as ring, create_backend(config) as camera, \
+            FrameRingReader(ring_name) as reader:
+        assert reader.spec.layout == "top_bottom" and reader.spec.height == 480
+        loan = ring.loan()
+        eyes = eye_views(loan.array, config.layout)
+        # The eyes are the slot's own memory: writing them is writing the slot.
+        assert all(np.shares_memory(v, loan.array) for v in eyes.values())
+        camera.capture_into(loan.array, loan.seq)
+        ring.publish(loan, 123, eye_skew_ns=-7, pairs_dropped=2)
+        view = reader.read(loan.seq)
+        assert (view.eye_skew_ns, view.pairs_dropped) == (-7, 2)
+        stamps = read_eye_stamps(view.array, reader.spec.layout)
+        assert stamps["left"].frame == stamps["right"].frame == loan.seq
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"stereo_layout": "over_under"}, r"parameter 'stereo_layout': got 'over_under'"),
+    ({"stereo_source": "usb"}, r"parameter 'stereo_source': got 'usb'"),
+])
+def test_bad_stereo_config_is_one_line_naming_it(kwargs, message) -> None:
+    with pytest.raises(CameraError, match=message) as info:
+        CameraConfig(stereo=True, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_launch_refuses_side_by_side_over_rtp_jpeg_in_one_line() -> None:
+    with pytest.raises(ParameterError, match=r"parameters 'stereo_layout'/'width': "
+                       r"side_by_side packs .* 2560 px, over RTP/JPEG's 2040") as info:
+        node_launches({"stereo": "true", "stereo_layout": "side_by_side"})
+    assert "\n" not in str(info.value)
+    # top_bottom 2x1280x720 = 1280x1440 fits; WebRTC (H.264) has no 2040 limit.
+    camera = node_launches({"stereo": "true"})[0].parameters
+    assert camera["stereo"] is True and camera["stereo_layout"] == "top_bottom"
+    node_launches({"stereo": "true", "stereo_layout": "side_by_side", "transport": "webrtc"})
+
+
+@pytest.mark.parametrize("layout", ["side_by_side", "top_bottom"])
+def test_file_backend_splits_a_side_by_side_video_into_the_eyes(tmp_path, layout) -> None:
+    path = str(tmp_path / "sbs.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (512, 256))
+    assert writer.isOpened()
+    pattern = PatternGenerator(256, 256)
+    for n in range(2):
+        sbs = np.hstack([pattern.render(n, 1000 + n, "left"), pattern.render(n, 2000 + n, "right")])
+        writer.write(cv2.cvtColor(sbs, cv2.COLOR_RGB2BGR))
+    writer.release()
+    config = CameraConfig(backend="file", file_path=path, width=256, height=256, fps=200.0,
+                          stereo=True, stereo_layout=layout)
+    with create_backend(config) as camera:
+        out = np.zeros(config.shape, np.uint8)
+        for n in range(3):  # two frames in the file: it loops
+            camera.capture_into(out, n)
+            stamps = read_eye_stamps(out, layout)
+            assert (stamps["left"].capture_ns, stamps["right"].capture_ns) == (
+                1000 + n % 2, 2000 + n % 2), n
+
+
+def test_v4l2_stereo_parameters_are_one_line_naming_them(tmp_path) -> None:
+    same = CameraConfig(backend="v4l2", stereo=True, device="/dev/video0",
+                        right_device="/dev/video0")
+    with pytest.raises(CameraError, match=r"parameters 'device'/'right_device': both are "
+                       r"/dev/video0; stereo_source:=two_devices needs two cameras"):
+        create_backend(same).open()
+    missing = str(tmp_path / "video9")
+    for source in ("two_devices", "side_by_side_device"):
+        config = CameraConfig(backend="v4l2", stereo=True, stereo_source=source,
+                              device=missing, right_device="/dev/video1")
+        with pytest.raises(CameraError, match=rf"parameter 'device': {missing} does not exist"):
+            create_backend(config).open()
+
+
+def test_sdp_names_the_stereo_layout_and_refuses_an_unknown_one() -> None:
+    sdp = make_sdp("127.0.0.1", 5004, frame_layout="top_bottom")
+    assert "a=x-frame-layout:top_bottom\r\n" in sdp and frame_layout_of(sdp) == "top_bottom"
+    mono = make_sdp("127.0.0.1", 5004)
+    assert "x-frame-layout" not in mono and frame_layout_of(mono) == "mono"
+    with pytest.raises(ValueError, match=r"SDP frame_layout: got 'over_under', expected one "
+                       r"of mono, side_by_side, top_bottom"):
+        make_sdp("127.0.0.1", 5004, frame_layout="over_under")
+
+
+@needs_ros
+@pytest.mark.parametrize("stereo", [True, False])
+def test_latency_stats_carry_eye_skew_and_pairs_dropped(stereo) -> None:
+    from vr_stream_ros.ros.latency_stats import latency_stats
+    from vr_stream_ros.sinks.base import HeadsetStatus
+    from vr_stream_ros.sinks.stream_stats import StreamStats
+
+    stats = StreamStats(("network",), stereo=stereo)
+    for n, skew in enumerate([-30_000, 10_000, 20_000, -40_000]):
+        view = FrameView(np.empty((2, 2, 3), np.uint8), n, 0, 1_000, 2_000,
+                         eye_skew_ns=skew, pairs_dropped=3 + n)
+        stats.frame_sent(view, 3_000, 4_000, 5_000)
+    headset = HeadsetStatus(fresh=False, measured_to="", end_stage="capture_to_decoded",
+                            stages=("network",))
+    msg = latency_stats(stats.take_window(0, 0, headset))
+    if stereo:  # |skew|: 0.01, 0.02, 0.03, 0.04 ms
+        assert msg.eye_skew_p50_ms == pytest.approx(0.025)
+        assert 0.03 < msg.eye_skew_p99_ms <= 0.04 and msg.stereo_pairs_dropped == 6
+    else:
+        assert (msg.eye_skew_p50_ms, msg.eye_skew_p99_ms, msg.stereo_pairs_dropped) == (0, 0, 0)
