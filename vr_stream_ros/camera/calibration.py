@@ -49,8 +49,27 @@ MATRICES = {
 DISTORTION_SIZES = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
 """sensor_msgs/distortion_models.hpp: the models the calibration tool writes, and their D."""
 
-CAMERA_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+CAMERA_NAME = re.compile(r"[A-Za-z0-9_]{1,200}")
 """camera_info_manager's camera name syntax: letters, digits and '_'."""
+
+
+CAMERA_NAME_EXPECTS = "letters, digits and '_' (camera_info_manager's camera name syntax)"
+URL_EXPECTS = "'' (uncalibrated), file:///absolute/path, package://<package>/<path> or a path"
+
+
+def check_camera_name(value: str) -> str | None:
+    """Parameter check: a camera name camera_info_manager would accept."""
+    return None if CAMERA_NAME.fullmatch(value) else CAMERA_NAME_EXPECTS
+
+
+def check_camera_info_url(value: str) -> str | None:
+    """Parameter check: the shape of a camera_info_url (the file is read at start)."""
+    if value.startswith("package://"):
+        package, _, rel = value[len("package://"):].partition("/")
+        return None if package and rel else URL_EXPECTS
+    if value.startswith("file://"):
+        return None if value.startswith("file:///") else URL_EXPECTS
+    return URL_EXPECTS if "://" in value else None
 
 
 class CalibrationError(ValueError):
@@ -232,10 +251,8 @@ def load(url: str, width: int, height: int, camera_name: str,
 
 def _require(doc: dict, key: str, where: str) -> Any:
     if key not in doc:
-        raise CalibrationError(f"{where}: {key}: missing (a camera_calibration_parsers file "
-                               "has image_width, image_height, camera_name, camera_matrix, "
-                               "distortion_model, distortion_coefficients, "
-                               "rectification_matrix, projection_matrix)")
+        raise CalibrationError(f"{where}: {key}: missing (expected a "
+                               "camera_calibration_parsers YAML file)")
     return doc[key]
 
 
@@ -259,7 +276,7 @@ def _matrix(doc: dict, key: str, rows: int, cols: int, where: str) -> list[float
         raise CalibrationError(f"{where}: {key}: expected rows {rows}, cols "
                                f"{cols or 'N'} and a data list ({shape}), got rows "
                                f"{value.get('rows')!r}, cols {value.get('cols')!r}")
-    n = value["cols"]
+    n = value.get("cols")
     if isinstance(n, bool) or not isinstance(n, int) or len(data) != rows * n:
         raise CalibrationError(f"{where}: {key}: data has {len(data)} numbers, expected "
                                f"rows x cols = {rows} x {n!r}")
