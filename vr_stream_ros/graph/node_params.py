@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from vr_stream_ros.camera.calibration import (
+    CAMERA_NAME_EXPECTS,
+    URL_EXPECTS,
+    check_camera_info_url,
+    check_camera_name,
+)
 from vr_stream_ros.graph.param_spec import (
     CPU_LIST,
     IPV4_HOST,
@@ -66,6 +72,22 @@ CAMERA_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("compressed_fps", 0.0,
               "Most frames per second on image_raw/compressed, encoded off the capture "
               "thread while subscribed (0 = every frame it can).", min=0.0, max=240.0),
+    ParamSpec("camera_info_url", "",
+              "Calibration file (camera_calibration_parsers YAML) for camera_info, read at "
+              "start; the left eye's with stereo:=true. '' = uncalibrated (K and P zero). "
+              "Its image_width/image_height must be width/height. set_camera_info "
+              "(left/set_camera_info) overwrites it, or with '' writes "
+              "$ROS_HOME/camera_info/<camera_name>.yaml (stereo: <camera_name>_left.yaml; "
+              "ROS_HOME defaults to ~/.ros).",
+              check=check_camera_info_url, expects=URL_EXPECTS),
+    ParamSpec("right_camera_info_url", "",
+              "stereo:=true: the right eye's calibration file, as camera_info_url "
+              "(right/set_camera_info writes it, or $ROS_HOME/camera_info/"
+              "<camera_name>_right.yaml).", check=check_camera_info_url, expects=URL_EXPECTS),
+    ParamSpec("camera_name", "camera",
+              "Camera name written into calibration files and naming the default one "
+              "(stereo: <camera_name>_left and <camera_name>_right).",
+              check=check_camera_name, expects=CAMERA_NAME_EXPECTS),
     *RT_PARAMS,
 )
 
