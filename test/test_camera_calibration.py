@@ -1,0 +1,151 @@
+"""camera_node's calibration as the robot stack uses it: camera_info_url read at start,
+set_camera_info (what cameracalibrator calls) writing the file, a bad file stopping the
+node with one line. Real camera_node processes, a real rclpy client, real DDS."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import yaml
+from conftest import needs_ros
+
+from vr_stream_ros.camera import calibration
+
+pytestmark = [needs_ros]
+
+WIDTH, HEIGHT = 320, 240
+K = [300.5, 0.0, 160.25, 0.0, 301.5, 120.75, 0.0, 0.0, 1.0]
+D = [-0.25, 0.0625, 0.001, -0.002, 0.0]
+P = [290.0, 0.0, 161.0, 0.0, 0.0, 291.0, 121.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+R = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+
+
+class Client:
+    """A robot-stack node in the test process: camera_info subscriptions, service calls."""
+
+    def __init__(self, rclpy, context) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        self.rclpy = rclpy
+        self.node = rclpy.create_node("calibration_client", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+
+    def camera_info(self, topic: str, timeout: float, want=lambda info: True):
+        """The first message on ``topic`` for which ``want`` holds (None if none came)."""
+        from sensor_msgs.msg import CameraInfo
+        got: list = []
+        sub = self.node.create_subscription(CameraInfo, topic, got.append, 1)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                self.executor.spin_once(timeout_sec=0.1)
+                for info in got:
+                    if want(info):
+                        return info
+                got.clear()
+            return None
+        finally:
+            self.node.destroy_subscription(sub)
+
+    def set_camera_info(self, service: str, info, timeout: float):
+        """Call SetCameraInfo on ``service``; the response."""
+        from sensor_msgs.srv import SetCameraInfo
+        client = self.node.create_client(SetCameraInfo, service)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"no service {service}"
+            future = client.call_async(SetCameraInfo.Request(camera_info=info))
+            self.executor.spin_until_future_complete(future, timeout_sec=timeout)
+            assert future.done(), f"{service}: no answer in {timeout} s"
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+
+@contextmanager
+def ros_client() -> Iterator[Client]:
+    import rclpy
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        client = Client(rclpy, context)
+        yield client
+        client.node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def _info(width: int = WIDTH, height: int = HEIGHT):
+    from sensor_msgs.msg import CameraInfo
+    return CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=D, k=K,
+                      r=R, p=P)
+
+
+def _start_camera(procs, *params: str):
+    return procs.node("camera_node", f"width:={WIDTH}", f"height:={HEIGHT}", "fps:=15.0",
+                      "camera_name:=test_cam", *params)
+
+
+@pytest.mark.slow
+def test_set_camera_info_round_trip(procs, tmp_path, monkeypatch) -> None:
+    """set_camera_info writes ${ROS_HOME}/camera_info/<camera_name>.yaml; camera_info
+    carries it at once; a camera restarted with that file as camera_info_url sends the
+    same K; a request of another size is refused and changes nothing."""
+    monkeypatch.setenv("ROS_HOME", str(tmp_path / "ros_home"))  # inherited by the node
+    saved = tmp_path / "ros_home" / "camera_info" / "test_cam.yaml"
+    camera = _start_camera(procs)
+    with ros_client() as client:
+        before = client.camera_info("camera_info", 30)
+        assert before is not None, procs.output("camera_node")
+        assert list(before.k) == [0.0] * 9, "no camera_info_url: uncalibrated"
+
+        refused = client.set_camera_info("set_camera_info", _info(640, 480), 30)
+        assert not refused.success
+        assert "640x480 differ from the camera's 320x240" in refused.status_message
+        assert not saved.exists()
+
+        answer = client.set_camera_info("set_camera_info", _info(), 30)
+        assert answer.success, answer.status_message
+        assert str(saved) in answer.status_message
+        on_file = calibration.read(saved)
+        assert (on_file.k, on_file.d, on_file.p, on_file.camera_name) == (K, D, P, "test_cam")
+        after = client.camera_info("camera_info", 30, lambda i: list(i.k) == K)
+        assert after is not None, "camera_info must carry the new calibration at once"
+        assert (list(after.d), after.distortion_model) == (D, "plumb_bob")
+
+        assert procs.stop(camera) == 0
+        _start_camera(procs, f"camera_info_url:=file://{saved}")
+        restarted = client.camera_info("camera_info", 30, lambda i: list(i.k) != [0.0] * 9)
+        assert restarted is not None, procs.output("camera_node")
+        assert (list(restarted.k), list(restarted.p), list(restarted.r)) == (K, P, R)
+        assert (restarted.width, restarted.height) == (WIDTH, HEIGHT)
+    assert f"camera_info from {saved}" in procs.output("camera_node")
+
+
+BAD_FILES = [
+    ("wrong_size.yaml", lambda c: calibration.dumps(
+        calibration.Calibration(640, 480, "test_cam", "plumb_bob", D, K, R, P)),
+     "image_width/image_height 640x480 differ from the camera's 320x240"),
+    ("no_k.yaml", lambda c: yaml.safe_dump(
+        {k: v for k, v in c.to_dict().items() if k != "camera_matrix"}, sort_keys=False),
+     "camera_matrix: missing"),
+    ("not_yaml.yaml", lambda c: "image_width: [320\n", "not YAML"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "named"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_bad_calibration_file_stops_the_camera_with_one_line(procs, tmp_path, name, text,
+                                                             named) -> None:
+    path = tmp_path / name
+    good = calibration.Calibration(WIDTH, HEIGHT, "test_cam", "plumb_bob", D, K, R, P)
+    path.write_text(text(good))
+    proc = _start_camera(procs, f"camera_info_url:={path}")
+    code = proc.wait(timeout=30)
+    out = procs.output("camera_node")
+    fatal = [line for line in out.splitlines() if "FATAL" in line]
+    assert code == 2, out
+    assert len(fatal) == 1, out
+    assert str(path) in fatal[0] and named in fatal[0], fatal[0]
+    assert "Traceback" not in out
