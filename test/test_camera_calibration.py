@@ -149,3 +149,71 @@ def test_bad_calibration_file_stops_the_camera_with_one_line(procs, tmp_path, na
     assert len(fatal) == 1, out
     assert str(path) in fatal[0] and named in fatal[0], fatal[0]
     assert "Traceback" not in out
+
+
+K_RIGHT = [310.0, 0.0, 158.0, 0.0, 311.0, 119.0, 0.0, 0.0, 1.0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["side_by_side", "top_bottom"])
+def test_stereo_eyes_get_their_own_topics_and_calibration(procs, tmp_path, layout) -> None:
+    """A robot stack subscribes to left/image_raw, left/camera_info and right/...: each
+    eye's pixels (its own stamp), the pair's FrameRef stamp, each eye's loaded K; the
+    mono topics are not there; right/set_camera_info writes the right eye's file."""
+    import numpy as np
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from vr_stream_ros.camera.pattern import read_stamp
+    from vr_stream_ros.msg import FrameRef
+    left_file, right_file = tmp_path / "left.yaml", tmp_path / "right.yaml"
+    calibration.write(left_file, calibration.Calibration(WIDTH, HEIGHT, "test_cam_left",
+                                                         "plumb_bob", D, K, R, P))
+    calibration.write(right_file, calibration.Calibration(WIDTH, HEIGHT, "test_cam_right",
+                                                          "plumb_bob", D, K_RIGHT, R, P))
+    _start_camera(procs, "stereo:=true", f"stereo_layout:={layout}",
+                  f"camera_info_url:=file://{left_file}", f"right_camera_info_url:={right_file}")
+    with ros_client() as client:
+        node = client.node
+        got: dict[str, list] = {k: [] for k in ("left", "right", "left_info", "right_info",
+                                                "ref")}
+        for kind, topic, key, qos in (
+                (Image, "left/image_raw", "left", qos_profile_sensor_data),
+                (Image, "right/image_raw", "right", qos_profile_sensor_data),
+                (CameraInfo, "left/camera_info", "left_info", 1),
+                (CameraInfo, "right/camera_info", "right_info", 1),
+                (FrameRef, "frame_ref", "ref", qos_profile_sensor_data)):
+            node.create_subscription(kind, topic, got[key].append, qos)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and min(len(v) for v in got.values()) < 5:
+            client.executor.spin_once(timeout_sec=0.1)
+        log = procs.output("camera_node")
+        assert min(len(v) for v in got.values()) >= 5, ({k: len(v) for k, v in got.items()},
+                                                         log)
+        topics = {name for name, _ in node.get_publisher_names_and_types_by_node(
+            "camera_node", "/")}
+        assert {"/left/image_raw/compressed", "/right/image_raw/compressed"} <= topics
+        assert not topics & {"/image_raw", "/image_raw/compressed", "/camera_info"}, topics
+
+        refs = {(r.header.stamp.sec, r.header.stamp.nanosec): r for r in got["ref"]}
+        matched = 0
+        for eye in ("left", "right"):
+            for image in got[eye]:
+                assert (image.width, image.height) == (WIDTH, HEIGHT)
+                pixels = np.frombuffer(bytes(image.data), np.uint8).reshape(HEIGHT, WIDTH, 3)
+                stamp = read_stamp(pixels)
+                assert stamp is not None and stamp.eye == eye, f"{eye}: {stamp}"
+                ref = refs.get((image.header.stamp.sec, image.header.stamp.nanosec))
+                if ref is not None:  # the pair's FrameRef: same frame, same stamp
+                    assert stamp.frame == ref.seq and ref.layout == layout
+                    matched += 1
+        assert matched >= 4, f"only {matched} eye images matched their FrameRef"
+        assert all(list(i.k) == K and (i.width, i.height) == (WIDTH, HEIGHT)
+                   for i in got["left_info"])
+        assert all(list(i.k) == K_RIGHT for i in got["right_info"])
+        info = _info()
+        info.k = K
+        answer = client.set_camera_info("right/set_camera_info", info, 30)
+        assert answer.success, answer.status_message
+        assert calibration.read(right_file).k == K
+        assert calibration.read(left_file).k == K  # the left file untouched

@@ -45,10 +45,9 @@ class CameraNode(RingNode):
             stereo_source=p["stereo_source"],
             stereo_pair_tolerance_ms=p["stereo_pair_tolerance_ms"])
         self._frame_id = p["frame_id"]
-        stereo = bool(p.get("stereo", False))
-        self._layout = p["stereo_layout"] if stereo else "mono"
+        self._layout = self._config.layout
         # Before the camera opens: a bad calibration file stops the node with one line.
-        eyes = eye_sources(p, stereo)
+        eyes = eye_sources(p, p["stereo"])
         calibrations = load_calibrations(eyes, p["width"], p["height"])
         self._backend = create_backend(self._config)
         self._backend.open()
