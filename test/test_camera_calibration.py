@@ -13,6 +13,7 @@ import yaml
 from conftest import needs_ros
 
 from vr_stream_ros.camera import calibration
+from vr_stream_ros.graph.topics import MONO, NODE_TOPICS
 
 pytestmark = [needs_ros]
 
@@ -190,10 +191,14 @@ def test_stereo_eyes_get_their_own_topics_and_calibration(procs, tmp_path, layou
         log = procs.output("camera_node")
         assert min(len(v) for v in got.values()) >= 5, ({k: len(v) for k, v in got.items()},
                                                          log)
+        # graph/topics.py's stereo:=true column (test_reference checks the mono one).
+        spec = next(n for n in NODE_TOPICS if n.name == "camera_node")
+        want = {"/" + t.name.lstrip("/") for t in spec.topics
+                if t.direction == "pub" and t.only_if != MONO}
         topics = {name for name, _ in node.get_publisher_names_and_types_by_node(
-            "camera_node", "/")}
-        assert {"/left/image_raw/compressed", "/right/image_raw/compressed"} <= topics
-        assert not topics & {"/image_raw", "/image_raw/compressed", "/camera_info"}, topics
+            "camera_node", "/")} - {"/rosout", "/parameter_events"}
+        assert topics == want, f"spec only: {want - topics}, node only: {topics - want}"
+        assert "/left/image_raw/compressed" in topics and "/image_raw" not in topics
 
         refs = {(r.header.stamp.sec, r.header.stamp.nanosec): r for r in got["ref"]}
         matched = 0
