@@ -135,8 +135,29 @@ def test_urls_resolve_like_camera_info_manager(tmp_path, monkeypatch) -> None:
     assert calibration.check_camera_info_url("package://vr_stream_ros/config/x.yaml") is None
     monkeypatch.setenv("ROS_HOME", str(tmp_path))
     assert calibration.default_path("cam_1") == tmp_path / "camera_info" / "cam_1.yaml"
+    assert calibration.resolve_url("file://${ROS_HOME}/${NAME}.yaml", camera_name="cam_1") \
+        == tmp_path / "cam_1.yaml"
+    assert calibration.check_camera_info_url("file://${ROS_HOME}/${NAME}.yaml") is None
     assert calibration.check_camera_name("cam_1") is None
     assert calibration.check_camera_name("cam-1") is not None
+
+
+def test_empty_url_uses_the_default_file_if_there(tmp_path, monkeypatch) -> None:
+    """camera_info_manager's default: used when present; a bad default file is warned
+    about and the camera starts uncalibrated (a named bad file raises instead)."""
+    monkeypatch.setenv("ROS_HOME", str(tmp_path))
+    warnings: list[str] = []
+    cal, path = calibration.load("", 640, 480, "narrow_stereo", warn=warnings.append)
+    assert (cal.calibrated, path, warnings) == (False, None, [])
+    default = tmp_path / "camera_info" / "narrow_stereo.yaml"
+    calibration.write(default, calibration.loads(SAMPLE))
+    cal, path = calibration.load("", 640, 480, "narrow_stereo", warn=warnings.append)
+    assert (cal.k[0], path, warnings) == (628.80365, default, [])
+    cal, path = calibration.load("", 1280, 720, "narrow_stereo", warn=warnings.append)
+    assert (cal.calibrated, path) == (False, None)
+    assert len(warnings) == 1 and str(default) in warnings[0] and "1280x720" in warnings[0]
+    with pytest.raises(CalibrationError, match="1280x720"):
+        calibration.load(str(default), 1280, 720, "narrow_stereo")
 
 
 def test_package_url_uses_the_ament_index() -> None:

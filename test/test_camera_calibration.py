@@ -92,8 +92,9 @@ def _start_camera(procs, *params: str):
 @pytest.mark.slow
 def test_set_camera_info_round_trip(procs, tmp_path, monkeypatch) -> None:
     """set_camera_info writes ${ROS_HOME}/camera_info/<camera_name>.yaml; camera_info
-    carries it at once; a camera restarted with that file as camera_info_url sends the
-    same K; a request of another size is refused and changes nothing."""
+    carries it at once; the restarted camera (still no camera_info_url) reads that
+    default file and sends the same K; a request of another size is refused and changes
+    nothing."""
     monkeypatch.setenv("ROS_HOME", str(tmp_path / "ros_home"))  # inherited by the node
     saved = tmp_path / "ros_home" / "camera_info" / "test_cam.yaml"
     camera = _start_camera(procs)
@@ -117,7 +118,7 @@ def test_set_camera_info_round_trip(procs, tmp_path, monkeypatch) -> None:
         assert (list(after.d), after.distortion_model) == (D, "plumb_bob")
 
         assert procs.stop(camera) == 0
-        _start_camera(procs, f"camera_info_url:=file://{saved}")
+        _start_camera(procs)  # no url: camera_info_manager's default file, now there
         restarted = client.camera_info("camera_info", 30, lambda i: list(i.k) != [0.0] * 9)
         assert restarted is not None, procs.output("camera_node")
         assert (list(restarted.k), list(restarted.p), list(restarted.r)) == (K, P, R)

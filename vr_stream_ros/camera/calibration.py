@@ -16,11 +16,14 @@ https://docs.ros.org/en/noetic/api/camera_calibration_parsers/html/parse__yml_8c
     rectification_matrix: {rows: 3, cols: 3, data: [...]}
     projection_matrix: {rows: 3, cols: 4, data: [...]}
 
-Where a file lives follows camera_info_manager: ``camera_info_url`` is ``file:///path``,
-a plain path or ``package://pkg/path``; with no url, set_camera_info writes
-``${ROS_HOME}/camera_info/<camera_name>.yaml`` (ROS_HOME defaults to ~/.ros), its
-``default_camera_info_url``
-(https://docs.ros.org/en/api/camera_info_manager/html/namespacecamera__info__manager.html).
+Where a file lives follows camera_info_manager (its documented URL rules, in
+camera_info_manager.hpp of ros-perception/image_common, and its
+``default_camera_info_url``,
+https://docs.ros.org/en/api/camera_info_manager/html/namespacecamera__info__manager.html):
+``camera_info_url`` is ``file:///path``, ``package://pkg/path`` or (ours) a plain path, with
+``${NAME}`` (the camera name) and ``${ROS_HOME}`` substituted; an empty url means
+``${ROS_HOME}/camera_info/${NAME}.yaml`` (ROS_HOME defaults to ~/.ros): used when that file
+exists, and where set_camera_info saves.
 
 Any defect of a file (missing, not YAML, a missing field, a matrix of the wrong size, an
 image size other than the camera's) raises CalibrationError with one line naming the
@@ -33,6 +36,7 @@ import contextlib
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,8 @@ CAMERA_NAME = re.compile(r"[A-Za-z0-9_]{1,200}")
 
 
 CAMERA_NAME_EXPECTS = "letters, digits and '_' (camera_info_manager's camera name syntax)"
-URL_EXPECTS = "'' (uncalibrated), file:///absolute/path, package://<package>/<path> or a path"
+URL_EXPECTS = ("'' (the default file), file:///absolute/path, package://<package>/<path> or "
+               "a path (${NAME} and ${ROS_HOME} substituted)")
 
 
 def check_camera_name(value: str) -> str | None:
@@ -64,6 +69,7 @@ def check_camera_name(value: str) -> str | None:
 
 def check_camera_info_url(value: str) -> str | None:
     """Parameter check: the shape of a camera_info_url (the file is read at start)."""
+    value = substitute(value, "camera")
     if value.startswith("package://"):
         package, _, rel = value[len("package://"):].partition("/")
         return None if package and rel else URL_EXPECTS
@@ -202,11 +208,20 @@ def default_path(camera_name: str) -> Path:
     return ros_home() / "camera_info" / f"{camera_name}.yaml"
 
 
-def resolve_url(url: str, where: str = "camera_info_url") -> Path | None:
+def substitute(url: str, camera_name: str) -> str:
+    """camera_info_manager's variables: ``${NAME}`` and ``${ROS_HOME}`` (one pass)."""
+    return re.sub(r"\$\{(NAME|ROS_HOME)\}",
+                  lambda m: camera_name if m[1] == "NAME" else str(ros_home()), url)
+
+
+def resolve_url(url: str, where: str = "camera_info_url",
+                camera_name: str = "camera") -> Path | None:
     """The file of a camera_info_url: ``file:///abs``, a plain path, ``package://pkg/rel``
-    (the package's share directory, via ament_index); '' gives None (uncalibrated)."""
+    (the package's share directory, via ament_index), variables substituted; '' gives
+    None (the caller decides: see ``load``)."""
     if not url:
         return None
+    url = substitute(url, camera_name)
     if url.startswith("file://"):
         path = url[len("file://"):]
         if not path.startswith("/"):
@@ -235,18 +250,32 @@ def resolve_url(url: str, where: str = "camera_info_url") -> Path | None:
 
 
 def load(url: str, width: int, height: int, camera_name: str,
-         where: str = "camera_info_url") -> tuple[Calibration, Path | None]:
-    """The calibration a camera starts with, and the file it came from.
+         where: str = "camera_info_url",
+         warn: Callable[[str], None] | None = None) -> tuple[Calibration, Path | None]:
+    """The calibration a camera starts with, and the file it came from (None: none).
 
-    An empty url gives the uncalibrated info and None. A file whose image size is not
-    ``width`` x ``height`` raises CalibrationError.
+    A named file that is missing, malformed or not ``width`` x ``height`` raises
+    CalibrationError: the user asked for it. With an empty url the default file
+    (``default_path``) is used if it exists; a defect in it is passed to ``warn`` and
+    the camera starts uncalibrated, as camera_info_manager does with its default.
     """
-    path = resolve_url(url, where)
+    path = resolve_url(url, where, camera_name)
     if path is None:
+        default = default_path(camera_name)
+        if default.exists():
+            try:
+                return _load_file(default, width, height, f"{where} '': {default}"), default
+            except CalibrationError as exc:
+                if warn is not None:
+                    warn(f"{exc}; starting uncalibrated")
         return Calibration.uncalibrated(width, height, camera_name), None
+    return _load_file(path, width, height, f"{where} {path}"), path
+
+
+def _load_file(path: Path, width: int, height: int, where: str) -> Calibration:
     cal = read(path)
-    cal.check_size(width, height, f"{where} {path}")
-    return cal, path
+    cal.check_size(width, height, where)
+    return cal
 
 
 def _require(doc: dict, key: str, where: str) -> Any:

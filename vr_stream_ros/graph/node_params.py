@@ -97,19 +97,19 @@ CAMERA_PARAMS: tuple[ParamSpec, ...] = (
               "thread while subscribed (0 = every frame it can).", min=0.0, max=240.0),
     ParamSpec("camera_info_url", "",
               "Calibration file (camera_calibration_parsers YAML) for camera_info, read at "
-              "start; the left eye's with stereo:=true. '' = uncalibrated (K and P zero). "
-              "Its image_width/image_height must be width/height. set_camera_info "
-              "(left/set_camera_info) overwrites it, or with '' writes "
-              "$ROS_HOME/camera_info/<camera_name>.yaml (stereo: <camera_name>_left.yaml; "
-              "ROS_HOME defaults to ~/.ros).",
+              "start (the left eye's with stereo:=true); its image_width/image_height must be "
+              "width/height, else the node stops. '' = camera_info_manager's default "
+              "$ROS_HOME/camera_info/<camera_name>.yaml (ROS_HOME defaults to ~/.ros) if it "
+              "exists, else uncalibrated (K and P zero). set_camera_info "
+              "(left/set_camera_info) writes the new calibration to this file.",
               check=check_camera_info_url, expects=URL_EXPECTS),
     ParamSpec("right_camera_info_url", "",
-              "stereo:=true: the right eye's calibration file, as camera_info_url "
-              "(right/set_camera_info writes it, or $ROS_HOME/camera_info/"
-              "<camera_name>_right.yaml).", check=check_camera_info_url, expects=URL_EXPECTS),
+              "stereo:=true: the right eye's calibration file, as camera_info_url (default "
+              "file <camera_name>_right.yaml; right/set_camera_info writes it).",
+              check=check_camera_info_url, expects=URL_EXPECTS),
     ParamSpec("camera_name", "camera",
-              "Camera name written into calibration files and naming the default one "
-              "(stereo: <camera_name>_left and <camera_name>_right).",
+              "Camera name written into calibration files and naming the default file "
+              "(stereo: <camera_name>_left, <camera_name>_right); ${NAME} in a url.",
               check=check_camera_name, expects=CAMERA_NAME_EXPECTS),
     *RT_PARAMS,
 )

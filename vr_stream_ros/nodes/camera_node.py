@@ -48,7 +48,8 @@ class CameraNode(RingNode):
         self._layout = self._config.layout
         # Before the camera opens: a bad calibration file stops the node with one line.
         eyes = eye_sources(p, p["stereo"])
-        calibrations = load_calibrations(eyes, p["width"], p["height"])
+        calibrations = load_calibrations(eyes, p["width"], p["height"],
+                                         self.get_logger().warn)
         self._backend = create_backend(self._config)
         self._backend.open()
         try:

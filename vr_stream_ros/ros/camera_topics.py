@@ -64,10 +64,11 @@ def eye_sources(p: dict, stereo: bool) -> tuple[EyeSource, ...]:
                       f"{name}_right"))
 
 
-def load_calibrations(sources: tuple[EyeSource, ...], width: int, height: int
-                      ) -> dict[str, tuple[Calibration, Path | None]]:
-    """Each eye's calibration at start; a bad file raises CalibrationError (one line)."""
-    return {s.eye: calibration.load(s.url, width, height, s.camera_name, s.url_param)
+def load_calibrations(sources: tuple[EyeSource, ...], width: int, height: int,
+                      warn: Callable[[str], None]) -> dict[str, tuple[Calibration, Path | None]]:
+    """Each eye's calibration at start; a bad named file raises CalibrationError (one
+    line), a bad default file is warned about (see calibration.load)."""
+    return {s.eye: calibration.load(s.url, width, height, s.camera_name, s.url_param, warn)
             for s in sources}
 
 
@@ -118,8 +119,8 @@ class EyeTopics:
                 f" (its camera_name is '{self.calibration.camera_name}', this camera is "
                 f"'{self.source.camera_name}': check it is this camera's file)" if other
                 else ""))
-        return (f"{name} uncalibrated (K and P zero: no {self.source.url_param}); "
-                f"{self.service.srv_name} saves to {self.save_path}")
+        return (f"{name} uncalibrated (K and P zero: no {self.source.url_param} and no "
+                f"{self.save_path}); {self.service.srv_name} saves there")
 
     def _set_camera_info(self, request: SetCameraInfo.Request,
                          response: SetCameraInfo.Response) -> SetCameraInfo.Response:
