@@ -5,12 +5,14 @@ from __future__ import annotations
 import glob
 import sys
 import time
+import types
 
 import cv2
 import numpy as np
 import pytest
 
 from vr_stream_ros.camera import CameraConfig, CameraError, create_backend
+from vr_stream_ros.camera.layout import eye_views
 from vr_stream_ros.camera.pattern import PatternGenerator, read_stamp
 from vr_stream_ros.camera.picamera2_backend import PROFILES, boottime_to_monotonic_ns, controls_for
 
@@ -269,3 +271,101 @@ def test_picamera2_refuses_what_the_sensor_cannot_do_and_closes_it(fake_picamera
         create_backend(CameraConfig(backend="picamera2", camera_index=1)).open()
     with pytest.raises(CameraError, match="larger than every sensor mode"):
         create_backend(CameraConfig(backend="picamera2", width=8000, height=6000)).open()
+
+
+# --- stereo: two Picamera2 instances (Pi 5 CSI0 + CSI1), paired by SensorTimestamp -----
+PERIOD_NS = 16_666_667
+BASE_NS = 10**12
+
+
+class FakePicamera2Pair(FakePicamera2):
+    """Two IMX708 on a Pi 5; each camera's SensorTimestamps (CLOCK_BOOTTIME) come from
+    ``timeline[camera_num](n)`` for its n-th request, and its pixels say which camera
+    and which request they are (100 * (camera + 1) + n)."""
+
+    timeline: dict = {}
+
+    @staticmethod
+    def global_camera_info() -> list[dict]:
+        return [{"Model": "imx708", "Location": 2, "Rotation": 180, "Num": n,
+                 "Id": f"/base/axi/pcie@120000/rp1/i2c@{88000 - 8000 * n}/imx708@1a"}
+                for n in (0, 1)]
+
+    def capture_request(self, wait=None, signal_function=None, flush=None) -> FakeRequest:
+        n = self.frames
+        request = super().capture_request(wait, signal_function, flush)
+        request.image[:, : self.config["main"]["size"][0]] = 100 * (self.camera_num + 1) + n
+        request.metadata["SensorTimestamp"] = self.timeline[self.camera_num](n)
+        return request
+
+
+@pytest.fixture
+def fake_pair(fake_picamera2, monkeypatch):
+    """The fake with two cameras and libcamera's rpi.SyncModeEnum (software sync)."""
+    monkeypatch.setattr(sys.modules["picamera2"], "Picamera2", FakePicamera2Pair)
+    monkeypatch.setattr(sys.modules["libcamera"].controls, "rpi", types.SimpleNamespace(
+        SyncModeEnum=types.SimpleNamespace(Off=0, Server=1, Client=2)), raising=False)
+    return FakePicamera2Pair
+
+
+def _stereo(**kwargs) -> CameraConfig:
+    return CameraConfig(**{"backend": "picamera2", "width": 640, "height": 480, "fps": 60.0,
+                           "stereo": True, "stereo_pair_tolerance_ms": 2.0, **kwargs})
+
+
+def test_picamera2_pair_drops_frames_without_partner_and_never_mismatches(fake_pair) -> None:
+    us = 1000
+    left = [BASE_NS + k * PERIOD_NS for k in range(5)]
+    right = [left[1] + 30 * us, left[2] - 20 * us, left[3] + 5000 * us, left[4] + 100 * us]
+    fake_pair.timeline = {0: left.__getitem__, 1: right.__getitem__}
+    config = _stereo()
+    with create_backend(config) as camera:
+        right_cam, left_cam = fake_pair.instances  # the client is started first
+        assert (left_cam.camera_num, right_cam.camera_num) == (0, 1)
+        assert left_cam.config["controls"]["SyncMode"] == 1  # rpi.SyncModeEnum.Server
+        assert right_cam.config["controls"]["SyncMode"] == 2  # Client
+        assert camera.synchronised
+        out = np.zeros(config.shape, np.uint8)
+        got = []
+        for n in range(3):
+            capture = camera.capture_into(out, n)
+            eyes = eye_views(out, config.layout)
+            got.append((int(eyes["left"][1, 1, 0]), int(eyes["right"][1, 1, 0]),
+                        camera.eye_skew_ns, camera.pairs_dropped, capture))
+        assert left_cam.outstanding == right_cam.outstanding == 0
+    # Pixels: camera 0 request n = 100 + n, camera 1 request n = 200 + n.
+    assert [g[:4] for g in got] == [(101, 200, 30 * us, 1), (102, 201, -20 * us, 1),
+                                    (104, 203, 100 * us, 3)]
+    # The pair's capture time is the left eye's SensorTimestamp, in CLOCK_MONOTONIC.
+    for (_, _, _, _, capture), sensor in zip(got, (left[1], left[2], left[4]), strict=True):
+        assert abs(capture - boottime_to_monotonic_ns(sensor)) < 1_000_000
+
+
+def test_picamera2_pair_that_never_meets_is_one_line_naming_the_tolerance(fake_pair) -> None:
+    fake_pair.timeline = {0: lambda n: BASE_NS + n * 100_000_000,  # 10 fps, 8 ms apart
+                          1: lambda n: BASE_NS + n * 100_000_000 + 8_000_000}
+    config = _stereo(fps=10.0)
+    with create_backend(config) as camera:
+        out = np.zeros(config.shape, np.uint8)
+        with pytest.raises(CameraError, match=r"parameter 'stereo_pair_tolerance_ms': no pair "
+                           r"within 2 ms in 31 frames") as info:
+            camera.capture_into(out, 0)
+    assert "\n" not in str(info.value)
+    assert all(c.calls[-2:] == ["stop", "close"] for c in fake_pair.instances)
+
+
+def test_picamera2_pair_refuses_bad_indices_and_runs_without_sync(fake_pair, monkeypatch) -> None:
+    with pytest.raises(CameraError, match=r"parameters 'camera_index'/'right_camera_index': "
+                       r"both are 1"):
+        create_backend(_stereo(camera_index=1, right_camera_index=1)).open()
+    with pytest.raises(CameraError, match=r"parameter 'right_camera_index': camera 2 not "
+                       r"found; libcamera sees 2"):
+        create_backend(_stereo(right_camera_index=2)).open()
+    monkeypatch.delattr(sys.modules["libcamera"].controls, "rpi")  # libcamera before 2025
+    fake_pair.instances.clear()
+    fake_pair.timeline = dict.fromkeys((0, 1), lambda n: BASE_NS + n * PERIOD_NS)
+    with create_backend(_stereo()) as camera:
+        assert not camera.synchronised and "no libcamera sync" in camera.describe()
+        assert all("SyncMode" not in c.config["controls"] for c in fake_pair.instances)
+        camera.capture_into(np.zeros(_stereo().shape, np.uint8), 0)
+        assert camera.eye_skew_ns == 0 and camera.pairs_dropped == 0

@@ -3,12 +3,13 @@ bad stereo parameters refused in one line naming them."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from vr_stream_ros.camera import CameraConfig, CameraError, create_backend
 from vr_stream_ros.camera.layout import eye_views
-from vr_stream_ros.camera.pattern import read_eye_stamps
+from vr_stream_ros.camera.pattern import PatternGenerator, read_eye_stamps
 from vr_stream_ros.graph.launches import node_launches
 from vr_stream_ros.graph.param_spec import ParameterError
 from vr_stream_ros.ring.frame_ring import FrameRingReader, FrameRingWriter, FrameSpec
@@ -71,3 +72,38 @@ def test_launch_refuses_side_by_side_over_rtp_jpeg_in_one_line() -> None:
     camera = node_launches({"stereo": "true"})[0].parameters
     assert camera["stereo"] is True and camera["stereo_layout"] == "top_bottom"
     node_launches({"stereo": "true", "stereo_layout": "side_by_side", "transport": "webrtc"})
+
+
+@pytest.mark.parametrize("layout", ["side_by_side", "top_bottom"])
+def test_file_backend_splits_a_side_by_side_video_into_the_eyes(tmp_path, layout) -> None:
+    path = str(tmp_path / "sbs.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (512, 256))
+    assert writer.isOpened()
+    pattern = PatternGenerator(256, 256)
+    for n in range(2):
+        sbs = np.hstack([pattern.render(n, 1000 + n, "left"), pattern.render(n, 2000 + n, "right")])
+        writer.write(cv2.cvtColor(sbs, cv2.COLOR_RGB2BGR))
+    writer.release()
+    config = CameraConfig(backend="file", file_path=path, width=256, height=256, fps=200.0,
+                          stereo=True, stereo_layout=layout)
+    with create_backend(config) as camera:
+        out = np.zeros(config.shape, np.uint8)
+        for n in range(3):  # two frames in the file: it loops
+            camera.capture_into(out, n)
+            stamps = read_eye_stamps(out, layout)
+            assert (stamps["left"].capture_ns, stamps["right"].capture_ns) == (
+                1000 + n % 2, 2000 + n % 2), n
+
+
+def test_v4l2_stereo_parameters_are_one_line_naming_them(tmp_path) -> None:
+    same = CameraConfig(backend="v4l2", stereo=True, device="/dev/video0",
+                        right_device="/dev/video0")
+    with pytest.raises(CameraError, match=r"parameters 'device'/'right_device': both are "
+                       r"/dev/video0; stereo_source:=two_devices needs two cameras"):
+        create_backend(same).open()
+    missing = str(tmp_path / "video9")
+    for source in ("two_devices", "side_by_side_device"):
+        config = CameraConfig(backend="v4l2", stereo=True, stereo_source=source,
+                              device=missing, right_device="/dev/video1")
+        with pytest.raises(CameraError, match=rf"parameter 'device': {missing} does not exist"):
+            create_backend(config).open()

@@ -14,6 +14,9 @@ def create_backend(config: CameraConfig) -> CameraBackend:
     if config.backend == "file":
         from vr_stream_ros.camera.video_file import VideoFileCamera
         return VideoFileCamera(config)
+    if config.backend == "picamera2" and config.stereo:
+        from vr_stream_ros.camera.picamera2_stereo import Picamera2StereoCamera
+        return Picamera2StereoCamera(config)
     if config.backend == "picamera2":
         from vr_stream_ros.camera.picamera2_backend import Picamera2Camera
         return Picamera2Camera(config)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vr_stream_ros.camera.layout import LAYOUTS, packed_size
+from vr_stream_ros.camera.layout import LAYOUTS, eye_views, packed_size
 
 
 class CameraError(RuntimeError):
@@ -159,3 +159,16 @@ def convert_bgr(frame_bgr: np.ndarray, out: np.ndarray, pixel_format: str) -> No
         np.copyto(out, frame_bgr)
     else:
         np.copyto(out, frame_bgr[:, :, ::-1])
+
+
+def convert_bgr_side_by_side(frame_bgr: np.ndarray, out: np.ndarray, layout: str,
+                             pixel_format: str) -> None:
+    """A side-by-side BGR frame (left eye left) into ``out`` packed in ``layout``: each
+    eye converted straight into its half (one pass per eye, no temporaries)."""
+    if layout == "side_by_side":
+        convert_bgr(frame_bgr, out, pixel_format)
+        return
+    half = frame_bgr.shape[1] // 2
+    eyes = eye_views(out, layout)
+    convert_bgr(frame_bgr[:, :half], eyes["left"], pixel_format)
+    convert_bgr(frame_bgr[:, half:], eyes["right"], pixel_format)

@@ -137,10 +137,10 @@ class PatternGenerator:
         out[by : by + b, bx : bx + b] = 255 - out[by : by + b, bx : bx + b]
         write_stamp(out, frame, capture_ns, eye)
 
-    def render(self, frame: int, capture_ns: int) -> np.ndarray:
+    def render(self, frame: int, capture_ns: int, eye: str = "mono") -> np.ndarray:
         """Render into a new array (tests and tools; the camera uses render_into)."""
         shape = (self.height, self.width, self.channels) if self.channels > 1 else (
             self.height, self.width)
         out = np.empty(shape, dtype=np.uint8)
-        self.render_into(out, frame, capture_ns)
+        self.render_into(out, frame, capture_ns, eye)
         return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vr_stream_ros.camera.base import CameraBackend, CameraError
+from vr_stream_ros.camera.base import CameraBackend, CameraConfig, CameraError
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,23 @@ def boottime_to_monotonic_ns(sensor_ns: int) -> int:
 
 
 class Picamera2Camera(CameraBackend):
-    """One CSI camera; the frame is copied once, from the DMA buffer into the ring slot."""
+    """One CSI camera; the frame is copied once, from the DMA buffer into the ring slot.
+
+    A stereo pair (picamera2_stereo.py) opens two, each as one eye: ``camera_index`` and
+    ``index_param`` say which camera and which parameter names it, ``sync_role``
+    ('server' or 'client') asks for Raspberry Pi's software synchronisation.
+    """
 
     name = "picamera2"
+
+    def __init__(self, config: CameraConfig, *, camera_index: int | None = None,
+                 index_param: str = "camera_index", sync_role: str = "") -> None:
+        super().__init__(config)
+        self.camera_index = config.camera_index if camera_index is None else camera_index
+        self.index_param = index_param
+        self.sync_role = sync_role
+        self.synchronised = False
+        """True once the SyncMode control was set (libcamera has rpi.SyncModeEnum)."""
 
     def open(self) -> None:
         try:
@@ -75,15 +89,15 @@ class Picamera2Camera(CameraBackend):
                 "parameter 'camera': picamera2 is not importable here "
                 f"({exc}); on a Raspberry Pi: sudo apt install python3-picamera2 "
                 "(and create the venv with --system-site-packages)") from exc
-        c = self.config
+        c, index = self.config, self.camera_index
         cameras = Picamera2.global_camera_info()
-        if c.camera_index >= len(cameras):
-            raise CameraError(f"parameter 'camera_index': camera {c.camera_index} not found; "
+        if index >= len(cameras):
+            raise CameraError(f"parameter '{self.index_param}': camera {index} not found; "
                               f"libcamera sees {len(cameras)} camera(s)")
         if c.pixel_format not in _FORMATS:
             raise CameraError(f"parameter 'pixel_format': picamera2 backend does "
                               f"{', '.join(_FORMATS)}, not {c.pixel_format}")
-        cam = Picamera2(camera_num=c.camera_index)
+        cam = Picamera2(camera_num=index)
         try:
             self._check_mode(cam)
             profile = PROFILES[c.profile]
@@ -91,6 +105,8 @@ class Picamera2Camera(CameraBackend):
             if not profile.denoise:
                 from libcamera import controls as lc_controls
                 controls["NoiseReductionMode"] = lc_controls.draft.NoiseReductionModeEnum.Off
+            if self.sync_role:
+                controls.update(self._sync_controls())
             config = cam.create_video_configuration(
                 main={"size": (c.width, c.height), "format": _FORMATS[c.pixel_format]},
                 buffer_count=profile.buffer_count,
@@ -104,7 +120,7 @@ class Picamera2Camera(CameraBackend):
             raise
         except Exception as exc:
             cam.close()
-            raise CameraError(f"picamera2 camera {c.camera_index}: {exc}") from exc
+            raise CameraError(f"picamera2 camera {index} ('{self.index_param}'): {exc}") from exc
         self._cam, self._mapped_array = cam, MappedArray
 
     def _check_mode(self, cam: object) -> None:
@@ -120,7 +136,18 @@ class Picamera2Camera(CameraBackend):
             raise CameraError(f"parameter 'fps': the sensor does at most {best:g} fps at "
                               f"{c.width}x{c.height}, asked for {c.fps:g}")
 
-    def capture_into(self, out: np.ndarray, frame: int) -> int:
+    def _sync_controls(self) -> dict[str, object]:
+        """SyncMode for ``sync_role``, where this libcamera has it (else nothing)."""
+        from libcamera import controls as lc_controls
+        modes = getattr(getattr(lc_controls, "rpi", None), "SyncModeEnum", None)
+        if modes is None:  # libcamera before software sync: pairing alone
+            return {}
+        self.synchronised = True
+        return {"SyncMode": modes.Server if self.sync_role == "server" else modes.Client}
+
+    def capture_sensor_ns(self, out: np.ndarray) -> int:
+        """Copy the next frame into ``out``; its SensorTimestamp (CLOCK_BOOTTIME ns), or
+        the boot-time clock now if the request has none."""
         request = self._cam.capture_request()
         try:
             with self._mapped_array(request, "main") as mapped:
@@ -129,8 +156,11 @@ class Picamera2Camera(CameraBackend):
         finally:
             request.release()
         if sensor_ns is None:
-            return time.monotonic_ns()
-        return boottime_to_monotonic_ns(int(sensor_ns))
+            return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        return int(sensor_ns)
+
+    def capture_into(self, out: np.ndarray, frame: int) -> int:
+        return boottime_to_monotonic_ns(self.capture_sensor_ns(out))
 
     def close(self) -> None:
         cam = getattr(self, "_cam", None)

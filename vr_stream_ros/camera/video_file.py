@@ -1,4 +1,10 @@
-"""A video (or still image) file played in a loop at the configured rate."""
+"""A video (or still image) file played in a loop at the configured rate.
+
+With ``stereo`` the file is a side-by-side stereo video (left eye left, the usual
+"SBS" format of 3D video): each frame, resized to ``2 * width`` x ``height`` if needed,
+is split into the eyes straight into their places in the ring slot (both eyes from one
+file frame: the eye skew is 0).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,13 @@ import os
 
 import numpy as np
 
-from vr_stream_ros.camera.base import CameraError, FramePacer, OpenCvBackend, convert_bgr
+from vr_stream_ros.camera.base import (
+    CameraError,
+    FramePacer,
+    OpenCvBackend,
+    convert_bgr,
+    convert_bgr_side_by_side,
+)
 
 
 class VideoFileCamera(OpenCvBackend):
@@ -55,8 +67,12 @@ class VideoFileCamera(OpenCvBackend):
     def capture_into(self, out: np.ndarray, frame: int) -> int:
         bgr = self._next_bgr()
         c = self.config
-        if bgr.shape[:2] != (c.height, c.width):
-            bgr = self._cv2.resize(bgr, (c.width, c.height), interpolation=self._cv2.INTER_AREA)
+        width = 2 * c.width if c.stereo else c.width  # stereo: both eyes side by side
+        if bgr.shape[:2] != (c.height, width):
+            bgr = self._cv2.resize(bgr, (width, c.height), interpolation=self._cv2.INTER_AREA)
         capture_ns = self._pacer.wait()
-        convert_bgr(bgr, out, c.pixel_format)
+        if c.stereo:
+            convert_bgr_side_by_side(bgr, out, c.layout, c.pixel_format)
+        else:
+            convert_bgr(bgr, out, c.pixel_format)
         return capture_ns
