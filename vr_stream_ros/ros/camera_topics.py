@@ -112,13 +112,13 @@ class EyeTopics:
     def describe(self) -> str:
         """One phrase for the start-up log: where its calibration comes from."""
         name = self.info_pub.topic_name
-        if self.calibration.calibrated:
+        if self.path is not None:
             # camera_info_manager's check too: a file of another camera is used, but said.
             other = self.calibration.camera_name != self.source.camera_name
             return (f"{name} from {self.path}" + (
                 f" (its camera_name is '{self.calibration.camera_name}', this camera is "
                 f"'{self.source.camera_name}': check it is this camera's file)" if other
-                else ""))
+                else "") + ("" if self.calibration.calibrated else " (K zero: uncalibrated)"))
         return (f"{name} uncalibrated (K and P zero: no {self.source.url_param} and no "
                 f"{self.save_path}); {self.service.srv_name} saves there")
 
