@@ -13,7 +13,7 @@ export YOLO
 ENV := unset COLCON_PREFIX_PATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH PYTHONPATH && \
 	source .venv/bin/activate && source install/setup.bash && export PYTHONSAFEPATH=1 &&
 
-.PHONY: setup run test lint bench bench-jitter bench-yolo bench-webrtc bench-remote bench-link dashboard clean
+.PHONY: setup run test lint bench bench-jitter bench-yolo bench-webrtc bench-remote bench-link bench-stereo dashboard clean
 setup:
 	@bash tools/bootstrap.sh
 
@@ -51,6 +51,10 @@ bench-remote: setup
 # Every loss-recovery variant against the same seeded impaired links (loopback relay).
 bench-link: setup
 	@$(ENV) python -m vr_stream_ros.bench.link $(ARGS)
+
+# Mono 1280x720@60 and stereo 2x1280x720@60 (top_bottom) side by side: latency, loss, eye skew.
+bench-stereo: setup
+	@$(ENV) python -m vr_stream_ros.bench.stereo $(ARGS)
 
 dashboard: setup
 	@$(ENV) python -m vr_stream_ros.nodes.dashboard_node $(ARGS)
