@@ -74,6 +74,7 @@ setup(
         "numpy>=1.26",
         "simplejpeg>=1.8",  # receiver: JPEG decode (libjpeg-turbo)
         "psutil>=5.9",  # tune (through system/monitor.py)
+        "pyyaml>=6",  # camera/calibration.py: camera_calibration_parsers YAML files
     ],
     extras_require={"plot": ["matplotlib>=3.8"]},
     entry_points={

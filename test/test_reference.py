@@ -70,6 +70,8 @@ def _holds(condition: str) -> bool:
     return {"send_detections:=true": True,  # the default, which the nodes below keep
             "vision_msgs is installed": importlib.util.find_spec("vision_msgs") is not None,
             "frame_source is the topic": False,  # the camera runs beside it: the ring
+            "stereo:=false": True,  # the camera below is mono (the default)
+            "stereo:=true": False,
             }[condition]
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from vr_stream_ros.camera.calibration import (
+    CAMERA_NAME_EXPECTS,
+    URL_EXPECTS,
+    check_camera_info_url,
+    check_camera_name,
+)
 from vr_stream_ros.graph.param_spec import (
     CPU_LIST,
     IPV4_HOST,
@@ -89,6 +95,22 @@ CAMERA_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("compressed_fps", 0.0,
               "Most frames per second on image_raw/compressed, encoded off the capture "
               "thread while subscribed (0 = every frame it can).", min=0.0, max=240.0),
+    ParamSpec("camera_info_url", "",
+              "Calibration file (camera_calibration_parsers YAML) for camera_info, read at "
+              "start (the left eye's with stereo:=true); its image_width/image_height must be "
+              "width/height, else the node stops. '' = camera_info_manager's default "
+              "$ROS_HOME/camera_info/<camera_name>.yaml (ROS_HOME defaults to ~/.ros) if it "
+              "exists, else uncalibrated (K and P zero). set_camera_info "
+              "(left/set_camera_info) writes the new calibration to this file.",
+              check=check_camera_info_url, expects=URL_EXPECTS),
+    ParamSpec("right_camera_info_url", "",
+              "stereo:=true: the right eye's calibration file, as camera_info_url (default "
+              "file <camera_name>_right.yaml; right/set_camera_info writes it).",
+              check=check_camera_info_url, expects=URL_EXPECTS),
+    ParamSpec("camera_name", "camera",
+              "Camera name written into calibration files and naming the default file "
+              "(stereo: <camera_name>_left, <camera_name>_right); ${NAME} in a url.",
+              check=check_camera_name, expects=CAMERA_NAME_EXPECTS),
     *RT_PARAMS,
 )
 

@@ -61,6 +61,29 @@ class NodeTopics:
     topics: tuple[Topic, ...]
 
 
+MONO = "stereo:=false"
+STEREO = "stereo:=true"
+
+
+def _image_topics(prefix: str, only_if: str, what: str) -> tuple[Topic, ...]:
+    """A camera's robot-stack topics for one eye (prefix '' mono, 'left/', 'right/')."""
+    url = "right_camera_info_url" if prefix == "right/" else "camera_info_url"
+    return (
+        Topic(f"{prefix}image_raw", "sensor_msgs/msg/Image", "pub", SENSOR_DATA,
+              f"{what}, built only while someone subscribes, stamped with "
+              "its FrameRef's stamp (full rate needs large_shm:=true on both sides)",
+              only_if=only_if),
+        Topic(f"{prefix}image_raw/compressed", "sensor_msgs/msg/CompressedImage", "pub",
+              SENSOR_DATA, f"{what} as JPEG (compressed_quality, at most "
+              "compressed_fps), only while someone subscribes", only_if=only_if),
+        Topic(f"{prefix}camera_info", "sensor_msgs/msg/CameraInfo", "pub", reliable(1),
+              f"with every {prefix}image_raw frame while someone subscribes: the calibration "
+              f"of {url} (K and P zero without one); the service {prefix}set_camera_info "
+              "(sensor_msgs/srv/SetCameraInfo) saves a new one and it is sent from then on",
+              only_if=only_if),
+    )
+
+
 PROCESS_STATUS = Topic(
     "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "pub", reliable(10),
     "once a second: '<node>: process' with its pid and host (the dashboard joins on it)")
@@ -70,13 +93,10 @@ NODE_TOPICS: tuple[NodeTopics, ...] = (
                "Captures frames into the shared-memory ring and announces each one.", (
         Topic("frame_ref", "vr_stream_ros/msg/FrameRef", "pub", SENSOR_DATA,
               "every frame, once it is committed to the ring (the pixels stay in the ring)"),
-        Topic("image_raw", "sensor_msgs/msg/Image", "pub", SENSOR_DATA,
-              "every frame, built only while someone subscribes (full rate needs "
-              "large_shm:=true on both sides)"),
-        Topic("image_raw/compressed", "sensor_msgs/msg/CompressedImage", "pub", SENSOR_DATA,
-              "every frame as JPEG (compressed_quality), only while someone subscribes"),
-        Topic("camera_info", "sensor_msgs/msg/CameraInfo", "pub", reliable(1),
-              "every frame while someone subscribes; uncalibrated (K and P zero)"),
+        *(topic for prefix, only_if, eye in (("", MONO, "every frame"),
+                                             ("left/", STEREO, "every frame's left eye"),
+                                             ("right/", STEREO, "every frame's right eye"))
+          for topic in _image_topics(prefix, only_if, eye)),
         PROCESS_STATUS,
     )),
     NodeTopics("headset_bridge_node", "headset_bridge_node",
@@ -119,5 +139,6 @@ NODE_TOPICS: tuple[NodeTopics, ...] = (
     )),
 )
 
-CONDITIONS = ("send_detections:=true", "vision_msgs is installed", "frame_source is the topic")
+CONDITIONS = ("send_detections:=true", "vision_msgs is installed", "frame_source is the topic",
+              MONO, STEREO)
 """Every ``only_if`` used above (a test must know how to decide each)."""
