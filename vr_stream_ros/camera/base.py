@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vr_stream_ros.camera.layout import LAYOUTS, packed_size
+
 
 class CameraError(RuntimeError):
     """The camera cannot be opened or configured as asked (the message says which)."""
@@ -28,6 +30,21 @@ class CameraConfig:
     camera_index: int = 0
     exposure_us: int = 0
     analogue_gain: float = 0.0
+    # Stereo: two cameras, one packed frame; width/height stay per eye.
+    stereo: bool = False
+    stereo_layout: str = "top_bottom"
+    right_camera_index: int = 1
+    right_device: str = "/dev/video1"
+    stereo_source: str = "two_devices"
+    stereo_pair_tolerance_ms: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.stereo_layout not in LAYOUTS[1:]:
+            raise CameraError(f"parameter 'stereo_layout': got {self.stereo_layout!r}, "
+                              f"expected one of {', '.join(LAYOUTS[1:])}")
+        if self.stereo_source not in STEREO_SOURCES:
+            raise CameraError(f"parameter 'stereo_source': got {self.stereo_source!r}, "
+                              f"expected one of {', '.join(STEREO_SOURCES)}")
 
     @property
     def channels(self) -> int:
@@ -35,11 +52,27 @@ class CameraConfig:
         return 1 if self.pixel_format == "mono8" else 3
 
     @property
+    def layout(self) -> str:
+        """The frame's layout: ``mono``, or ``stereo_layout`` when ``stereo``."""
+        return self.stereo_layout if self.stereo else "mono"
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the frame in the ring: both eyes packed when stereo."""
+        return packed_size(self.width, self.height, self.layout)
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        """Array shape of one frame."""
+        """Array shape of one (packed) frame, the buffer ``capture_into`` fills."""
+        width, height = self.frame_size
         if self.channels == 1:
-            return (self.height, self.width)
-        return (self.height, self.width, self.channels)
+            return (height, width)
+        return (height, width, self.channels)
+
+
+STEREO_SOURCES = ("two_devices", "side_by_side_device")
+"""camera:=v4l2 with stereo: two V4L2 devices (``device`` left, ``right_device`` right),
+or one UVC stereo camera whose frames are the two eyes side by side (``device``)."""
 
 
 class CameraBackend(ABC):
@@ -49,6 +82,10 @@ class CameraBackend(ABC):
 
     def __init__(self, config: CameraConfig) -> None:
         self.config = config
+        self.eye_skew_ns = 0
+        """Stereo: right eye's capture minus left eye's, of the frame just captured."""
+        self.pairs_dropped = 0
+        """Stereo: frames dropped so far because no partner was within the tolerance."""
 
     @abstractmethod
     def open(self) -> None:
@@ -69,7 +106,9 @@ class CameraBackend(ABC):
     def describe(self) -> str:
         """One line for the start-up log."""
         c = self.config
-        return f"{self.name} {c.width}x{c.height} {c.pixel_format} @ {c.fps:g} fps"
+        eyes = f"stereo 2x{c.width}x{c.height} {c.layout}" if c.stereo else \
+            f"{c.width}x{c.height}"
+        return f"{self.name} {eyes} {c.pixel_format} @ {c.fps:g} fps"
 
     def __enter__(self) -> CameraBackend:
         self.open()

@@ -3,7 +3,9 @@
 The stamp is a grid of black/white cells (16x16 px each) in the top-left corner,
 large enough to survive JPEG/H.264 compression, so any receiver that decodes the
 picture can read back which frame it shows and when it was captured: the basis of
-glass-to-glass latency measurement.
+glass-to-glass latency measurement. The magic byte also tells the eye: 0xA5 mono,
+0xA6 left, 0xA7 right; in a stereo frame each eye carries its own stamp (its own
+capture time) in the top-left corner of its own half (``read_eye_stamps``).
 """
 
 from __future__ import annotations
@@ -13,19 +15,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vr_stream_ros.camera.layout import eye_views
+
 CELL = 16
 """Edge of one stamp cell in pixels."""
-_MAGIC = 0xA5
+EYE_MAGIC = {"mono": 0xA5, "left": 0xA6, "right": 0xA7}
+"""The stamp's first byte per eye (mono is the original magic, unchanged)."""
+_EYE_OF_MAGIC = {m: eye for eye, m in EYE_MAGIC.items()}
 _BITS = 8 + 32 + 64 + 32  # magic, frame number, capture ns, crc32
 STAMP_BITS = _BITS
 
 
 @dataclass(frozen=True)
 class PixelStamp:
-    """What the pattern carries: frame number and capture time (CLOCK_MONOTONIC ns)."""
+    """What the pattern carries: frame number, capture time (CLOCK_MONOTONIC ns), eye."""
 
     frame: int
     capture_ns: int
+    eye: str = "mono"
+    """'mono', 'left' or 'right'."""
 
 
 def stamp_grid(width: int) -> tuple[int, int]:
@@ -36,9 +44,11 @@ def stamp_grid(width: int) -> tuple[int, int]:
     return cols, -(-_BITS // cols)
 
 
-def _bits_of(frame: int, capture_ns: int) -> np.ndarray:
+def _bits_of(frame: int, capture_ns: int, eye: str) -> np.ndarray:
+    if eye not in EYE_MAGIC:
+        raise ValueError(f"stamp eye: got {eye!r}, expected one of {', '.join(EYE_MAGIC)}")
     body = (
-        _MAGIC.to_bytes(1, "big")
+        EYE_MAGIC[eye].to_bytes(1, "big")
         + (frame & 0xFFFFFFFF).to_bytes(4, "big")
         + (capture_ns & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
     )
@@ -46,11 +56,11 @@ def _bits_of(frame: int, capture_ns: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(body + crc, dtype=np.uint8))
 
 
-def write_stamp(image: np.ndarray, frame: int, capture_ns: int) -> None:
-    """Draw the stamp into ``image`` (H x W x C or H x W, uint8) in place."""
+def write_stamp(image: np.ndarray, frame: int, capture_ns: int, eye: str = "mono") -> None:
+    """Draw the stamp of ``eye`` into ``image`` (H x W x C or H x W, uint8) in place."""
     cols, rows = stamp_grid(image.shape[1])
     bits = np.zeros(cols * rows, dtype=np.uint8)
-    bits[:_BITS] = _bits_of(frame, capture_ns)
+    bits[:_BITS] = _bits_of(frame, capture_ns, eye)
     cells = (bits.reshape(rows, cols) * 255).astype(np.uint8)
     block = np.repeat(np.repeat(cells, CELL, axis=0), CELL, axis=1)
     region = image[: rows * CELL, : cols * CELL]
@@ -73,9 +83,23 @@ def read_stamp(image: np.ndarray) -> PixelStamp | None:
     centres = region.reshape(rows, CELL, cols, CELL)[:, q : CELL - q, :, q : CELL - q]
     bits = (centres.mean(axis=(1, 3)) > 127).astype(np.uint8).reshape(-1)[:_BITS]
     raw = np.packbits(bits).tobytes()
-    if raw[0] != _MAGIC or zlib.crc32(raw[:13]) != int.from_bytes(raw[13:17], "big"):
+    eye = _EYE_OF_MAGIC.get(raw[0])
+    if eye is None or zlib.crc32(raw[:13]) != int.from_bytes(raw[13:17], "big"):
         return None
-    return PixelStamp(int.from_bytes(raw[1:5], "big"), int.from_bytes(raw[5:13], "big"))
+    return PixelStamp(int.from_bytes(raw[1:5], "big"), int.from_bytes(raw[5:13], "big"), eye)
+
+
+def read_eye_stamps(image: np.ndarray, layout: str) -> dict[str, PixelStamp | None]:
+    """Each eye's stamp of a packed frame (``{'left': ..., 'right': ...}``; mono: ``'mono'``).
+
+    A stamp whose eye is not the half it was read from counts as absent: a receiver that
+    split the frame the wrong way sees None, not a wrong eye's time.
+    """
+    stamps: dict[str, PixelStamp | None] = {}
+    for eye, view in eye_views(image, layout).items():
+        stamp = read_stamp(view)
+        stamps[eye] = stamp if stamp is not None and stamp.eye == eye else None
+    return stamps
 
 
 class PatternGenerator:
@@ -98,15 +122,20 @@ class PatternGenerator:
         self._wide = wide if channels == 3 else wide.mean(axis=2).astype(np.uint8)
         self._box = max(16, height // 6)
 
-    def render_into(self, out: np.ndarray, frame: int, capture_ns: int) -> None:
-        """Render frame number ``frame`` into ``out`` (shape H x W x C, uint8)."""
+    def render_into(self, out: np.ndarray, frame: int, capture_ns: int, eye: str = "mono",
+                    disparity: int = 0) -> None:
+        """Render frame number ``frame`` into ``out`` (shape H x W x C, uint8).
+
+        ``disparity``: the sweeping box is drawn this many pixels further left while the
+        bars stay put, so a right eye rendered with it sees the box nearer than the bars.
+        """
         shift = (frame * 4) % self.width
         np.copyto(out, self._wide[:, shift : shift + self.width])
         b = self._box
-        bx = (frame * 7) % max(1, self.width - b)
+        bx = max(0, (frame * 7) % max(1, self.width - b) - disparity)
         by = self.height // 2 - b // 2
         out[by : by + b, bx : bx + b] = 255 - out[by : by + b, bx : bx + b]
-        write_stamp(out, frame, capture_ns)
+        write_stamp(out, frame, capture_ns, eye)
 
     def render(self, frame: int, capture_ns: int) -> np.ndarray:
         """Render into a new array (tests and tools; the camera uses render_into)."""

@@ -113,6 +113,8 @@ _ARGUMENTS = (
     ("image_topic", "detector_node"),
     ("compressed_quality", "camera_node"),
     ("compressed_fps", "camera_node"),
+    ("stereo", "camera_node"),
+    ("stereo_layout", "camera_node"),
 )
 
 
@@ -278,11 +280,11 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
         parameters = {s.name: s.validate(merged[s.name]) for s in specs if s.name in merged}
         launches.append(NodeLaunch(node, node, parameters, essential=node != "detector_node",
                                    namespace=namespace, env=dict(env)))
-    _check_rtp_jpeg_size(launches[0].parameters)
+    _check_rtp_jpeg_size(launches[0].parameters, launches[1].parameters.get("transport", "udp"))
     return launches
 
 
-def _check_rtp_jpeg_size(camera: dict[str, Value]) -> None:
+def _check_rtp_jpeg_size(camera: dict[str, Value], transport: Value = "udp") -> None:
     """The bridge's RTP/JPEG (RFC 2435) carries sizes that are multiples of 8 up to 2040."""
     for name in ("width", "height"):
         value = camera.get(name, 0)
@@ -290,3 +292,12 @@ def _check_rtp_jpeg_size(camera: dict[str, Value]) -> None:
             raise ParameterError(
                 f"parameter '{name}': got {value}, expected a multiple of 8 up to 2040 "
                 "(what RTP/JPEG can carry to the headset)")
+    if camera.get("stereo") and transport != "webrtc":  # the packed pair must fit too
+        layout = camera.get("stereo_layout", "top_bottom")
+        name = "width" if layout == "side_by_side" else "height"
+        if 2 * camera.get(name, 0) > 2040:
+            raise ParameterError(
+                f"parameters 'stereo_layout'/'{name}': {layout} packs two eyes of {name} "
+                f"{camera[name]} into {2 * camera[name]} px, over RTP/JPEG's 2040; use "
+                f"stereo_layout:={'top_bottom' if name == 'width' else 'side_by_side'} "
+                f"or a {name} up to 1016")

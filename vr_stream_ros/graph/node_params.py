@@ -58,6 +58,29 @@ CAMERA_PARAMS: tuple[ParamSpec, ...] = (
               min=0, max=1_000_000),
     ParamSpec("analogue_gain", 0.0, "Fixed analogue gain; 0 = the profile's default.",
               min=0.0, max=64.0),
+    # Stereo (issue 14): two cameras, one packed frame written once into the ring slot.
+    ParamSpec("stereo", False,
+              "Two cameras, one frame: both eyes packed into one ring slot (stereo_layout); "
+              "width/height stay per eye."),
+    ParamSpec("stereo_layout", "top_bottom",
+              "stereo: how the eyes share the frame. top_bottom keeps 2x1280x720 within "
+              "RTP/JPEG's 2040 px per side (1280x1440); side_by_side over RTP needs "
+              "2*width <= 2040.", choices=("side_by_side", "top_bottom")),
+    ParamSpec("right_camera_index", 1,
+              "stereo, camera:=picamera2: libcamera camera number of the right eye "
+              "(camera_index is the left).", min=0, max=7),
+    ParamSpec("right_device", "/dev/video1",
+              "stereo, camera:=v4l2, stereo_source:=two_devices: V4L2 device of the right "
+              "eye (device is the left)."),
+    ParamSpec("stereo_source", "two_devices",
+              "stereo, camera:=v4l2: two devices paired by capture time, or one UVC stereo "
+              "camera (device) delivering both eyes side by side in each frame.",
+              choices=("two_devices", "side_by_side_device")),
+    ParamSpec("stereo_pair_tolerance_ms", 2.0,
+              "stereo, picamera2/v4l2 two_devices: the most two eyes' capture times may "
+              "differ to make a pair; a frame without a partner within it is dropped and "
+              "counted (LatencyStats.stereo_pairs_dropped), never shown mismatched.",
+              min=0.01, max=100.0),
     RING_NAME,
     ParamSpec("ring_slots", 4, "Slots in the frame ring (more = slow readers keep frames longer).",
               min=2, max=64),

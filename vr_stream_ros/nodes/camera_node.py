@@ -41,7 +41,11 @@ class CameraNode(RingNode):
             backend=p["camera"], width=p["width"], height=p["height"], fps=p["fps"],
             pixel_format=p["pixel_format"], profile=p["profile"], device=p["device"],
             file_path=p["file_path"], camera_index=p["camera_index"],
-            exposure_us=p["exposure_us"], analogue_gain=p["analogue_gain"])
+            exposure_us=p["exposure_us"], analogue_gain=p["analogue_gain"],
+            stereo=p["stereo"], stereo_layout=p["stereo_layout"],
+            right_camera_index=p["right_camera_index"], right_device=p["right_device"],
+            stereo_source=p["stereo_source"],
+            stereo_pair_tolerance_ms=p["stereo_pair_tolerance_ms"])
         self._frame_id = p["frame_id"]
         self._jpeg_quality = p["compressed_quality"]
         self._jpeg_period_s = 1.0 / p["compressed_fps"] if p["compressed_fps"] else 0.0
@@ -52,7 +56,8 @@ class CameraNode(RingNode):
             c = self._config
             # The ring carries the rate, so consumers (the bridge's H.264 rate control)
             # need not guess it.
-            spec = FrameSpec(c.width, c.height, c.channels, c.pixel_format, c.fps)
+            # A stereo slot holds the packed pair; the layout travels with the ring.
+            spec = FrameSpec(*c.frame_size, c.channels, c.pixel_format, c.fps, c.layout)
             self._ring = FrameRingWriter(p["ring_name"], spec, slots=p["ring_slots"])
         except Exception:
             self._backend.close()
@@ -87,8 +92,9 @@ class CameraNode(RingNode):
 
     def _capture_loop(self) -> None:
         ring, backend = self._ring, self._backend
-        ref = FrameRef(ring_name=self._ring_name, width=self._config.width,
-                       height=self._config.height, encoding=self._config.pixel_format,
+        width, height = self._config.frame_size
+        ref = FrameRef(ring_name=self._ring_name, width=width, height=height,
+                       encoding=self._config.pixel_format, layout=self._config.layout,
                        host=self._host.name, host_id=self._host.id)
         ref.header.frame_id = self._frame_id
         clock = self.get_clock()
@@ -107,12 +113,14 @@ class CameraNode(RingNode):
             # Stamped before the commit: the topics thread may wake as soon as it is in.
             stamp = clock.now().to_msg()
             self._stamps[loan.slot] = (loan.seq, stamp)
-            write_ns = ring.publish(loan, capture_ns)
+            skew_ns = backend.eye_skew_ns
+            write_ns = ring.publish(loan, capture_ns, skew_ns, backend.pairs_dropped)
             self.frames += 1
             self.between_frames()
             ref.header.stamp = stamp
             ref.seq, ref.slot = loan.seq, loan.slot
             ref.capture_mono_ns, ref.ring_write_mono_ns = capture_ns, write_ns
+            ref.eye_skew_ns = skew_ns
             try:
                 self._frame_ref_pub.publish(ref)
             except Exception:

@@ -69,7 +69,17 @@ class HeadsetBridgeNode(RingNode):
 
     def _check_ring(self, spec: FrameSpec) -> FrameSpec:
         name = self.p["ring_name"]
-        if spec.width % 8 or spec.height % 8 or spec.width > 2040 or spec.height > 2040:
+        webrtc = self.p["transport"] == "webrtc"
+        if spec.layout != "mono" and not webrtc and max(spec.width, spec.height) > 2040:
+            side = "width" if spec.layout == "side_by_side" else "height"
+            raise ParameterError(
+                f"camera_node parameters 'stereo_layout'/'{side}': ring '{name}' holds a "
+                f"{spec.layout} pair of {spec.width}x{spec.height}, over RTP/JPEG's 2040 px; "
+                f"use stereo_layout:={'top_bottom' if side == 'width' else 'side_by_side'} "
+                "or transport:=webrtc")
+        stereo_h264 = webrtc and spec.layout != "mono"  # H.264 has no 2040 px limit
+        if spec.width % 8 or spec.height % 8 or (
+                not stereo_h264 and (spec.width > 2040 or spec.height > 2040)):
             raise ParameterError(
                 f"ring '{name}' holds {spec.width}x{spec.height} frames; RTP/JPEG carries "
                 "widths and heights that are multiples of 8 up to 2040 (set camera_node "
@@ -83,7 +93,7 @@ class HeadsetBridgeNode(RingNode):
         p = self.p
         if p["transport"] == "webrtc":
             return self._open_webrtc(spec, profiler)
-        self._stats = StreamStats(RtpJpegSink.stages, profiler)
+        self._stats = StreamStats(RtpJpegSink.stages, profiler, stereo=spec.layout != "mono")
         encoder = JpegEncoder(p["jpeg_quality"], p["chroma_subsampling"], spec.pixel_format,
                               p["jpeg_restart_interval"])
         pacing = {"max_rate_bps": p["max_rate_mbps"] * 1e6,
@@ -99,7 +109,7 @@ class HeadsetBridgeNode(RingNode):
                    rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats, nack=nack,
                    adapter=adapter)
         if p["sdp_path"]:
-            self._write_sdp()
+            self._write_sdp(spec.layout)
         return sink
 
     def _open_webrtc(self, spec: FrameSpec, profiler: LatencyProfiler | None) -> FrameSink:
@@ -121,24 +131,25 @@ class HeadsetBridgeNode(RingNode):
                                    f"(an older camera_node): H.264 rate control assumes "
                                    f"{fps:g} fps")
         self._fps = fps
-        self._stats = StreamStats(WebRtcSink.stages, profiler)
+        self._stats = StreamStats(WebRtcSink.stages, profiler, stereo=spec.layout != "mono")
         encoder = H264Encoder(spec.width, spec.height, fps, int(p["bitrate_mbps"] * 1e6),
                               p["keyframe_interval"], spec.pixel_format)
         config = WebRtcConfig(bind=p["webrtc_bind"], port=p["webrtc_port"],
                               token=p["webrtc_token"], max_viewers=p["max_viewers"],
                               quad=p["vr_quad"], tls=p["webrtc_tls"],
                               cert_file=p["webrtc_cert"], key_file=p["webrtc_key"],
-                              max_playout_delay_ms=p["webrtc_max_playout_delay_ms"])
+                              max_playout_delay_ms=p["webrtc_max_playout_delay_ms"],
+                              frame_layout=spec.layout)
         try:
             return WebRtcSink(encoder, config, self._stats, log=self.get_logger().info)
         except OSError as exc:
             raise ParameterError(str(exc)) from None
 
-    def _write_sdp(self) -> None:
+    def _write_sdp(self, layout: str) -> None:
         p = self.p
         nack = p["nack"] and p["transport"] == "udp"
         sdp = make_sdp(resolve_ipv4(p["headset_ip"]), p["headset_port"], extmap=FRAME_EXTMAP,
-                       transport=p["transport"], nack=nack)
+                       transport=p["transport"], nack=nack, frame_layout=layout)
         tmp = p["sdp_path"] + ".tmp"
         with open(tmp, "w") as f:
             f.write(sdp)
@@ -147,12 +158,13 @@ class HeadsetBridgeNode(RingNode):
 
     def _describe(self, spec: FrameSpec) -> str:
         p = self.p
+        stereo = "" if spec.layout == "mono" else f" (stereo {spec.layout})"
         if p["transport"] == "webrtc":
-            return (f"ring {spec.width}x{spec.height} @ {self._fps:g} fps -> H.264 (ultrafast, "
-                    f"zerolatency, {p['bitrate_mbps']:g} Mbit/s) -> WebRTC, up to "
+            return (f"ring {spec.width}x{spec.height}{stereo} @ {self._fps:g} fps -> H.264 "
+                    f"(ultrafast, zerolatency, {p['bitrate_mbps']:g} Mbit/s) -> WebRTC, up to "
                     f"{p['max_viewers']} viewers; open {self._sink.server.url}")
-        return (f"ring {spec.width}x{spec.height} -> JPEG q{p['jpeg_quality']} -> RTP/"
-                f"{p['transport'].upper()} {p['headset_ip']}:{p['headset_port']} "
+        return (f"ring {spec.width}x{spec.height}{stereo} -> JPEG q{p['jpeg_quality']} -> "
+                f"RTP/{p['transport'].upper()} {p['headset_ip']}:{p['headset_port']} "
                 f"(mtu {p['mtu']}, dscp {p['dscp']}"
                 + (f", paced {p['max_rate_mbps']:g} Mbit/s"
                    if p["max_rate_mbps"] and p["transport"] == "udp" else "") + ")")

@@ -7,11 +7,15 @@ when a mere reader exits (Python 3.11).
 Layout (little-endian, all counters int64 on 8-byte boundaries)::
 
     0     header page:  magic b"VRRING01", layout version, width, height, channels,
-                        slots, pixel_format (16 B), slot stride, data offset,
+                        slots, frame layout (0 mono, 1 side_by_side, 2 top_bottom:
+                        index into camera.layout.LAYOUTS), pixel_format (16 B),
+                        slot stride, data offset,
                         writer pid + start time, closed flag, generation, latest seq,
                         registry version, nominal fps (float64, 0 = unknown), then 16
                         doorbell entries of 128 B
-    4096  slot table:   64 B per slot (own cache line): version, seq, capture_ns, publish_ns
+    4096  slot table:   64 B per slot (own cache line): version, seq, capture_ns, publish_ns,
+                        eye_skew_ns (stereo: right minus left capture), pairs_dropped
+                        (stereo: the camera's running count of unpaired frames)
     8192  pixels:       slot i at 8192 + i * stride, page aligned (stride = frame rounded
                         up to 4096 B), so a slot can also back a DMA or V4L2 buffer
 
@@ -67,6 +71,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vr_stream_ros.camera.layout import LAYOUTS, eye_size
+
 SHM_DIR = "/dev/shm"
 MAGIC = b"VRRING01"
 LAYOUT_VERSION = 2
@@ -80,7 +86,7 @@ RESTART_CHECK_S = 0.1       # idle time after which a reader looks for a restart
 POLL_INTERVAL_S = 0.0005    # sleep step of readers without a doorbell
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
-_LAYOUT = struct.Struct("<8s6I16s2Q")  # magic, version, w, h, c, slots, pad, fmt, stride, data
+_LAYOUT = struct.Struct("<8s6I16s2Q")  # magic, version, w, h, c, slots, layout, fmt, stride, data
 _SEQ = struct.Struct("<q")
 
 # Header words (index into the int64 view of the first two pages).
@@ -142,6 +148,8 @@ class FrameSpec:
     pixel_format: str = "rgb8"
     fps: float = 0.0
     """Frames per second the writer produces (the camera's rate); 0.0 = unknown."""
+    layout: str = "mono"
+    """How a frame holds the eyes: mono, side_by_side or top_bottom (camera.layout)."""
 
     def __post_init__(self) -> None:
         for name in ("width", "height", "channels"):
@@ -159,6 +167,7 @@ class FrameSpec:
                 or not 0.0 <= self.fps <= 10_000.0):
             raise ValueError(f"FrameSpec.fps: got {self.fps!r}, expected frames per second "
                              "in 0..10000 (0 = unknown)")
+        eye_size(self.width, self.height, self.layout)  # ValueError naming what is wrong
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -173,8 +182,9 @@ class FrameSpec:
         return self.width * self.height * self.channels
 
     def describe(self) -> str:
-        """e.g. '1280x720x3 rgb8'."""
-        return f"{self.width}x{self.height}x{self.channels} {self.pixel_format}"
+        """e.g. '1280x720x3 rgb8', '1280x1440x3 rgb8 top_bottom'."""
+        return (f"{self.width}x{self.height}x{self.channels} {self.pixel_format}"
+                + ("" if self.layout == "mono" else f" {self.layout}"))
 
 
 @dataclass
@@ -196,6 +206,10 @@ class FrameView:
     capture_ns: int
     publish_ns: int
     segment: int = field(default=0, repr=False)  # inode of the segment it points into
+    eye_skew_ns: int = 0
+    """Stereo: right eye's capture minus the left eye's (capture_ns is the left's)."""
+    pairs_dropped: int = 0
+    """Stereo: the camera's count of frames dropped for want of a partner, so far."""
 
 
 def _check_name(name: object) -> str:
@@ -325,7 +339,8 @@ class FrameRingWriter:
         seg = _Segment(fd, size)
         spec = self.spec
         _LAYOUT.pack_into(seg.map, 0, MAGIC, LAYOUT_VERSION, spec.width, spec.height,
-                          spec.channels, self.slots, 0, spec.pixel_format.encode(),
+                          spec.channels, self.slots, LAYOUTS.index(spec.layout),
+                          spec.pixel_format.encode(),
                           self._stride, DATA_OFFSET)
         struct.pack_into("<d", seg.map, _FPS_OFFSET, float(spec.fps))
         w = seg.words
@@ -398,8 +413,12 @@ class FrameRingWriter:
         _fence()  # readers must see the odd version before any pixel changes
         return FrameLoan(self._arrays[slot], seq, slot)
 
-    def publish(self, loan: FrameLoan, capture_ns: int) -> int:
-        """Commit a loaned slot and wake the readers; returns publish_ns (monotonic)."""
+    def publish(self, loan: FrameLoan, capture_ns: int, eye_skew_ns: int = 0,
+                pairs_dropped: int = 0) -> int:
+        """Commit a loaned slot and wake the readers; returns publish_ns (monotonic).
+
+        ``eye_skew_ns`` and ``pairs_dropped``: a stereo camera's pair metadata (0 mono).
+        """
         if loan.seq != self._next_seq or self._closed:
             raise FrameRingError(f"ring '{self.name}': publish of frame {loan.seq}, expected "
                                  f"the current loan {self._next_seq}" +
@@ -410,6 +429,8 @@ class FrameRingWriter:
         w[word + 1] = seq
         w[word + 2] = capture_ns
         w[word + 3] = publish_ns
+        w[word + 4] = eye_skew_ns
+        w[word + 5] = pairs_dropped
         _fence()  # pixels and metadata before the version that validates them
         w[word] = 2 * seq + 2
         w[_W_LATEST] = seq
@@ -576,7 +597,7 @@ class FrameRingReader:
             self._register_doorbell()
 
     def _read_layout(self, seg: _Segment, size: int) -> tuple[FrameSpec, int, int]:
-        magic, version, w, h, c, slots, _, fmt, stride, data = _LAYOUT.unpack_from(seg.map)
+        magic, version, w, h, c, slots, layout, fmt, stride, data = _LAYOUT.unpack_from(seg.map)
         if magic != MAGIC or version != LAYOUT_VERSION or data != DATA_OFFSET:
             raise FrameRingError(
                 f"ring '{self.name}': {self._path} is not a frame ring of layout "
@@ -584,7 +605,10 @@ class FrameRingReader:
                 "from another version of vr_stream_ros?")
         fps = struct.unpack_from("<d", seg.map, _FPS_OFFSET)[0]
         fps = fps if math.isfinite(fps) and 0.0 <= fps <= 10_000.0 else 0.0
-        spec = FrameSpec(w, h, c, fmt.rstrip(b"\0").decode("ascii"), fps)
+        if layout >= len(LAYOUTS):
+            raise FrameRingError(f"ring '{self.name}': frame layout {layout} unknown "
+                                 f"(expected 0..{len(LAYOUTS) - 1}: {', '.join(LAYOUTS)})")
+        spec = FrameSpec(w, h, c, fmt.rstrip(b"\0").decode("ascii"), fps, LAYOUTS[layout])
         want = self.expected
         if want is not None and (w, h, c) != (want.width, want.height, want.channels):
             raise RingShapeMismatch(
@@ -776,10 +800,12 @@ class FrameRingReader:
             return None
         _fence()
         capture_ns, publish_ns = int(w[word + 2]), int(w[word + 3])
+        eye_skew_ns, pairs_dropped = int(w[word + 4]), int(w[word + 5])
         _fence()
         if w[word] != committed:
             return None
-        return FrameView(self._arrays[slot], seq, slot, capture_ns, publish_ns, seg.inode)
+        return FrameView(self._arrays[slot], seq, slot, capture_ns, publish_ns, seg.inode,
+                         eye_skew_ns, pairs_dropped)
 
     def read_latest(self) -> FrameView | None:
         """A view of the newest frame, or None."""

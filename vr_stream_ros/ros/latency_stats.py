@@ -11,7 +11,13 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from vr_stream_ros.latency.stages import StageSummary
 from vr_stream_ros.msg import LatencyStats, StageLatency
-from vr_stream_ros.sinks.stream_stats import DETECTION, END_TO_SENT, SENDER_STAGES, StatsWindow
+from vr_stream_ros.sinks.stream_stats import (
+    DETECTION,
+    END_TO_SENT,
+    EYE_SKEW,
+    SENDER_STAGES,
+    StatsWindow,
+)
 
 
 def stage_msg(s: StageSummary, name: str) -> StageLatency:
@@ -53,6 +59,10 @@ def latency_stats(w: StatsWindow) -> LatencyStats:
         names += (DETECTION,)
     msg.end_to_end = stage_msg(w.summaries[end], "end_to_end")
     msg.stages = [stage_msg(w.summaries[n], n) for n in names]
+    skew = w.summaries.get(EYE_SKEW)
+    if skew is not None and skew.samples:  # stereo: the pair's capture-time difference
+        msg.eye_skew_p50_ms, msg.eye_skew_p99_ms = skew.p50_ms, skew.p99_ms
+    msg.stereo_pairs_dropped = w.stereo_pairs_dropped
     return msg
 
 

@@ -25,6 +25,8 @@ from vr_stream_ros.ros.frame_source import NEWEST_ONLY
 def _latency(msg: LatencyStats) -> dict:
     return {"fps": msg.fps, "detections_sent": msg.detections_sent,
             "detection_lag_frames": msg.detection_lag_frames,
+            "eye_skew_p50_ms": msg.eye_skew_p50_ms, "eye_skew_p99_ms": msg.eye_skew_p99_ms,
+            "stereo_pairs_dropped": msg.stereo_pairs_dropped,
             "stages": {s.name: {"p50": s.p50_ms, "p99": s.p99_ms, "samples": s.samples}
                        for s in [*msg.stages, msg.end_to_end]}}
 

@@ -6,6 +6,23 @@ The SDP is the receiver's view (``a=recvonly``). RTCP shares the RTP port
 (``a=rtcp-mux``, RFC 5761). Over TCP (RFC 4571) the media line says ``TCP/RTP/AVP``,
 and ``a=setup:passive`` / ``a=connection:new`` (RFC 4145) say that the receiver
 listens on that port and the sender (the bridge) connects to it.
+
+Stereo: both eyes travel as ONE RTP/JPEG stream, one JPEG per pair, packed top_bottom (or
+side_by_side when twice the width fits): RFC 2435 codes width and height in units of 8
+pixels in one byte, so at most 2040 px per side, and 2x1280x720 packed top_bottom is
+1280x1440. One JPEG per pair keeps both eyes under one RTP timestamp and one marker bit,
+so a receiver never shows a left eye with another frame's right eye, loss and
+concealment hit the pair together, and every existing RTP/JPEG receiver (FFmpeg,
+GStreamer) decodes it unchanged. Two streams (one per eye, shared timestamp, bundled
+with RFC 5888 ``a=group``) would double the RTCP state, NACK histories and jitter
+buffers, and a receiver would have to re-pair frames that lose packets independently.
+
+No standard SDP attribute says how a picture packs two eyes: the proposals
+(draft-capelastegui-mmusic-3dv-sdp's ``a=3dvFormat``, 2012,
+https://datatracker.ietf.org/doc/draft-capelastegui-mmusic-3dv-sdp/, and
+draft-greevenbosch-mmusic-sdp-3d-format's ``a=3dFormat``) expired without becoming RFCs,
+so the layout is a private media attribute, ``a=x-frame-layout:<layout>`` (``mono`` is
+left out), which RFC 8866 section 5.13 lets receivers that do not know it ignore.
 """
 
 from __future__ import annotations
@@ -14,14 +31,28 @@ import ipaddress
 import time
 from collections.abc import Mapping
 
+from vr_stream_ros.camera.layout import check_layout
 from vr_stream_ros.rtp.packet import EXT_FRAME_PACKETS as FRAME_PACKETS_ID
 from vr_stream_ros.rtp.packet import FRAME_PACKETS_URI
+
+FRAME_LAYOUT_ATTRIBUTE = "a=x-frame-layout:"
+"""Private SDP attribute naming a stereo stream's packing (module docstring)."""
+
+
+def frame_layout_of(sdp: str) -> str:
+    """The frame layout an SDP announces: ``a=x-frame-layout:<layout>``, else mono."""
+    for line in sdp.splitlines():
+        if line.startswith(FRAME_LAYOUT_ATTRIBUTE):
+            return check_layout(line[len(FRAME_LAYOUT_ATTRIBUTE):].strip(),
+                                "SDP a=x-frame-layout")
+    return "mono"
 
 
 def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "JPEG",
              clock_rate: int = 90000, extmap: Mapping[int, str] | None = None,
              session_name: str = "vr_stream_ros", transport: str = "udp",
-             nack: bool = False, rtx_payload_type: int = 97, rtx_time_ms: int = 200) -> str:
+             nack: bool = False, rtx_payload_type: int = 97, rtx_time_ms: int = 200,
+             frame_layout: str = "mono") -> str:
     """An SDP for one RTP video stream sent to ``dest_ip:port`` (CRLF line ends).
 
     ``transport`` is 'udp' (RTP/AVP) or 'tcp' (TCP/RTP/AVP, RFC 4571 framing).
@@ -33,7 +64,11 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
     ``nack`` (UDP) announces generic NACK feedback (``a=rtcp-fb:<pt> nack``, RFC 4585),
     the RTX payload type that carries repairs (``apt``, ``rtx-time``: RFC 4588) and the
     frame-packets extension (id 3). A receiver that does not ask never gets RTX.
+
+    ``frame_layout`` (stereo): ``side_by_side`` or ``top_bottom`` adds
+    ``a=x-frame-layout:<layout>`` (see the module docstring); ``mono`` adds nothing.
     """
+    check_layout(frame_layout, "SDP frame_layout")
     try:
         address = ipaddress.IPv4Address(dest_ip)
     except ValueError:
@@ -86,5 +121,7 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
     if transport == "tcp":
         lines += ["a=setup:passive", "a=connection:new"]
     lines += [f"a=extmap:{ext_id} {uri}" for ext_id, uri in sorted(extmap.items())]
+    if frame_layout != "mono":
+        lines.append(f"{FRAME_LAYOUT_ATTRIBUTE}{frame_layout}")
     lines.append("a=recvonly")
     return "\r\n".join(lines) + "\r\n"

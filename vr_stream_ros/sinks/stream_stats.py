@@ -21,6 +21,8 @@ END_TO_SENT = "capture_to_sent"
 """Capture -> last byte handed to the kernel: end to end when no viewer reports."""
 DETECTION = "detection"
 """Capture -> that frame's detections arrived at the bridge (from a detector anywhere)."""
+EYE_SKEW = "eye_skew"
+"""Stereo: |right eye's capture - left eye's| of each frame sent (not a path stage)."""
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,20 @@ class StatsWindow:
     detection_lag_mean: float | None
     detection_lag_max: int
     headset: HeadsetStatus
+    stereo_pairs_dropped: int = 0
+    """Stereo: the camera's count of frames dropped for want of a partner, since start."""
 
 
 class StreamStats:
     """Thread-safe stage windows, counters and recording of one bridge."""
 
     def __init__(self, viewer_stages: tuple[str, ...],
-                 profiler: LatencyProfiler | None = None) -> None:
+                 profiler: LatencyProfiler | None = None, stereo: bool = False) -> None:
         self._lock = threading.Lock()
-        self._stats = PipelineStats((*SENDER_STAGES, END_TO_SENT, *viewer_stages, DETECTION))
+        self._stats = PipelineStats((*SENDER_STAGES, END_TO_SENT, *viewer_stages, DETECTION,
+                                     EYE_SKEW))
+        self._stereo = stereo
+        self.stereo_pairs_dropped = 0
         self._profiler = profiler
         self.frames_sent = self.frames_dropped = 0
         self.detections_sent = self.detection_frame = 0
@@ -69,6 +76,9 @@ class StreamStats:
             add("encode", encoded_ns - pickup_ns)
             add("send", done_ns - encoded_ns)
             add(END_TO_SENT, done_ns - view.capture_ns)
+            if self._stereo:
+                add(EYE_SKEW, abs(view.eye_skew_ns))
+                self.stereo_pairs_dropped = view.pairs_dropped
             if self._profiler is not None:  # no marks dict per frame unless recording
                 self._record(view.seq, {"capture": view.capture_ns,
                                         "ring_write": view.publish_ns,
@@ -123,7 +133,8 @@ class StreamStats:
                 frames_dropped=self.frames_dropped, frames_torn=torn,
                 detections_sent=self.detections_sent, detection_frame=self.detection_frame,
                 detection_lag_mean=sum(lag) / len(lag) if lag else None,
-                detection_lag_max=max(lag, default=0), headset=headset)
+                detection_lag_max=max(lag, default=0), headset=headset,
+                stereo_pairs_dropped=self.stereo_pairs_dropped)
 
     def export(self, path: str) -> int:
         """Write the recording (.csv or .json) and refuse marks from now on; frames written."""

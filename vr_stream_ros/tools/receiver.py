@@ -25,6 +25,11 @@ CLOCK_MONOTONIC (see rtp.py). That difference means something only when both are
 same clock, i.e. the same host: it is reported by default when the sender's address is
 loopback, and otherwise only with ``--assume-same-clock`` (the offset between two
 hosts' monotonic clocks is unknown here; the bridge estimates it from RTCP instead).
+
+Stereo (``--layout``, default ``auto``: found from the stamps of the first stamped frame):
+each eye's stamp is read from its own half, giving per-eye capture -> decoded, the eye
+skew (right eye's capture minus left's, from the pixels) and pairs whose eyes show
+different frames (``pairs_mismatched``: must stay 0); frame numbers are the left eye's.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ from dataclasses import dataclass, field
 
 import simplejpeg
 
-from vr_stream_ros.camera.pattern import read_stamp
+from vr_stream_ros.camera.layout import LAYOUTS
+from vr_stream_ros.camera.pattern import PixelStamp, read_eye_stamps, read_stamp
 from vr_stream_ros.latency.percentiles import summarize
 from vr_stream_ros.net.senders import check_port
 from vr_stream_ros.rtp.jpeg import JpegDepacketizer, ReceivedFrame
@@ -110,6 +116,44 @@ class ReceiverStats:
     stale_frames: float = 0.0  # the concealed area, in whole frames
 
 
+@dataclass
+class StereoStats:
+    """What the receiver reads from the two eyes of stereo frames (``--layout``)."""
+
+    layout: str = "auto"
+    """mono, side_by_side, top_bottom; auto until the first stamped frame tells."""
+    pairs: int = 0
+    pairs_mismatched: int = 0  # both eyes stamped, different frame numbers
+    eye_unreadable: int = 0  # frames with one eye's stamp missing or corrupt
+    skew_ms: list[float] = field(default_factory=list)  # right eye's capture - left's
+    eye_latency_ms: dict[str, list[float]] = field(
+        default_factory=lambda: {"left": [], "right": []})
+
+    def summary(self) -> dict | None:
+        """The ``stereo`` part of the JSON; None for a mono stream."""
+        if self.layout in ("mono", "auto"):
+            return None
+        return {"layout": self.layout, "pairs": self.pairs,
+                "pairs_mismatched": self.pairs_mismatched,
+                "eye_unreadable": self.eye_unreadable,
+                "eye_skew_ms": _percentiles([abs(v) for v in self.skew_ms]),
+                "eye_skew_signed_max_ms": round(max(self.skew_ms, key=abs), 3)
+                if self.skew_ms else None,
+                "capture_to_decoded_ms": {e: _percentiles(v)
+                                          for e, v in self.eye_latency_ms.items()}}
+
+
+def detect_layout(image) -> str | None:
+    """The layout a stamped frame is packed in, by where its stamps lie; None unstamped."""
+    stamp = read_stamp(image)
+    if stamp is not None and stamp.eye == "mono":
+        return "mono"
+    for layout in LAYOUTS[1:]:
+        if any(s is not None for s in read_eye_stamps(image, layout).values()):
+            return layout
+    return None
+
+
 class StreamReceiver:
     """Receives, reassembles and decodes one RTP/JPEG stream, keeping statistics."""
 
@@ -117,8 +161,10 @@ class StreamReceiver:
                  same_clock: bool | None = None, report_interval: float = 0.2,
                  clock_offset_ns: int = 0, nack: bool = False, reorder_ms: float = 2.0,
                  nack_rounds: int = 3, rtx_payload_type: int = RTX_PAYLOAD_TYPE,
-                 tail_ms: float = 6.0, hold_ms: float = 30.0, conceal: bool = False) -> None:
+                 tail_ms: float = 6.0, hold_ms: float = 30.0, conceal: bool = False,
+                 layout: str = "auto") -> None:
         self.tcp = tcp
+        self.stereo = StereoStats(layout)
         self.tracker = NackTracker(reorder_ms, nack_rounds, enabled=nack and not tcp,
                                    tail_ms=tail_ms)
         self.rtx_payload_type = rtx_payload_type
@@ -343,7 +389,7 @@ class StreamReceiver:
             st.frames_concealed += 1
             st.stale_frames += frame.stale
         self.window_frames += 1
-        stamp = read_stamp(image)
+        stamp = self._read_stamps(image, decoded_ns)
         if stamp is None:
             st.unreadable += 1
         else:
@@ -357,6 +403,29 @@ class StreamReceiver:
             st.stages_ms["capture_to_first_packet"].append((first_ns - frame.capture_ns) / 1e6)
             st.stages_ms["first_to_last_packet"].append((last_ns - first_ns) / 1e6)
             st.stages_ms["last_packet_to_decoded"].append((decoded_ns - last_ns) / 1e6)
+
+    def _read_stamps(self, image, decoded_ns: int) -> PixelStamp | None:
+        """The frame's stamp (the left eye's in stereo); per-eye figures into ``stereo``."""
+        st = self.stereo
+        if st.layout == "auto":
+            st.layout = detect_layout(image) or "auto"
+            if st.layout == "auto":
+                return None
+        if st.layout == "mono":
+            return read_stamp(image)
+        eyes = read_eye_stamps(image, st.layout)
+        left, right = eyes["left"], eyes["right"]
+        if left is None or right is None:
+            st.eye_unreadable += 1
+            return left
+        st.pairs += 1
+        if left.frame != right.frame:
+            st.pairs_mismatched += 1
+        st.skew_ms.append((right.capture_ns - left.capture_ns) / 1e6)
+        if self.same_clock:  # the stamps' capture times are the sender's monotonic clock
+            for eye, s in eyes.items():
+                st.eye_latency_ms[eye].append((decoded_ns - s.capture_ns) / 1e6)
+        return left
 
     def second_line(self, elapsed: float) -> str:
         """The once-a-second line; starts a new window."""
@@ -442,6 +511,7 @@ class StreamReceiver:
                     "frame": st.last_detections.frame_seq,
                     "boxes": [list(b) for b in st.last_detections.boxes]},
             },
+            "stereo": self.stereo.summary(),
         }
 
     def close(self) -> None:
@@ -475,6 +545,7 @@ def _summary_text(s: dict) -> str:
     elif not s["same_clock"]:
         lines.append("  latency          not reported: the sender is on another host, whose "
                      "clock is unknown here (--assume-same-clock if it is the same)")
+    lines += _stereo_text(s.get("stereo"))
     det = s["detections"]
     if det["messages"]:
         lag = det["lag_frames"]
@@ -482,6 +553,24 @@ def _summary_text(s: dict) -> str:
                      f"max {lag['max']:.0f} frames; last: frame {det['last']['frame']}, "
                      f"{len(det['last']['boxes'])} boxes")
     return "\n".join(lines)
+
+
+def _stereo_text(stereo: dict | None) -> list[str]:
+    """The summary's stereo lines (none for mono)."""
+    if not stereo:
+        return []
+    lines = [f"  stereo           {stereo['layout']}: {stereo['pairs']} pairs read, "
+             f"{stereo['pairs_mismatched']} mismatched, {stereo['eye_unreadable']} with an "
+             "eye unreadable"]
+    skew = stereo["eye_skew_ms"]
+    if skew:
+        lines.append(f"  eye skew         p50 {skew['p50']:.3f}  p99 {skew['p99']:.3f}  "
+                     f"max {skew['max']:.3f} ms (|right - left capture|)")
+    for eye, p in stereo["capture_to_decoded_ms"].items():
+        if p:
+            lines.append(f"  {eye + ' capture->decoded':<24} p50 {p['p50']:.2f}  "
+                         f"p95 {p['p95']:.2f}  p99 {p['p99']:.2f} ms")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock-offset-ms", type=float, default=0.0,
                         help="simulate a headset clock this far off (tests the bridge's "
                              "offset estimate; this receiver's own figures stay true)")
+    parser.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
+                        help="how frames pack the eyes (default auto: from the first "
+                             "stamped frame; the bridge's SDP says it in a=x-frame-layout)")
     ns = parser.parse_args(argv)
     try:
         check_port(ns.port, "--port")
@@ -531,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                                   nack=ns.nack, reorder_ms=ns.reorder_ms,
                                   nack_rounds=ns.nack_rounds, rtx_payload_type=ns.rtx_pt,
                                   tail_ms=ns.tail_ms, hold_ms=ns.hold_ms,
-                                  conceal=ns.conceal)
+                                  conceal=ns.conceal, layout=ns.layout)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:

@@ -57,6 +57,8 @@ class WebRtcConfig:
     max_playout_delay_ms: int = 0
     """Playout-delay extension's maximum (min is 0): 0 = render each frame as soon as it
     is decoded; -1 = leave the extension out (the browser paces frames itself)."""
+    frame_layout: str = "mono"
+    """How the frames hold the eyes (camera.layout); the /offer answer tells the page."""
 
 
 @dataclass
@@ -321,7 +323,8 @@ class WebRtcServer:
         self._log(f"viewer {viewer_id} connected from {request.remote} "
                   f"({len(self._viewers)}/{self.config.max_viewers}); playout delay {delay}")
         return web.json_response({"sdp": pc.localDescription.sdp,
-                                  "type": pc.localDescription.type})
+                                  "type": pc.localDescription.type,
+                                  "frame_layout": self.config.frame_layout})
 
     def _refusal(self, request):
         """The error response for a request without the token or beyond max_viewers."""
