@@ -8,15 +8,17 @@ browser variants take turns, run after run:
 - ``video``: the <video> element, no playout-delay extension (the browser paces frames);
 - ``video+pd``: the <video> element, playout delay min 0 / max 0 (render on decode);
 - ``direct+pd``: playout delay 0 and frames taken from the track (MediaStreamTrackProcessor)
-  and drawn as they arrive;
+  by the page's worker and drawn as they arrive (newest only) into an OffscreenCanvas;
 - ``webcodecs``: no WebRTC: the same access units over a WebSocket, decoded by WebCodecs
   (no jitter buffer by design) and drawn as they arrive.
 
 Headless Chromium renders on a 60 Hz tick that can phase-lock with the camera's timer,
 so one run lands on a random phase: samples are pooled over ``--runs`` runs per variant.
 Per variant: capture -> decoded in the page and capture -> drawn (p50/p95/p99), their
-ratio to RTP/UDP capture -> decoded of the same runs, frames drawn / frames sent, and
-Chromium's own jitter buffer and decode time per frame (getStats). The last line is JSON.
+ratio to RTP/UDP capture -> decoded of the same runs, frames drawn / frames sent, where
+the others went (Chromium decoded / dropped, getStats; the page took / drew / closed
+unshown because a newer one overtook it), and Chromium's own jitter buffer and decode
+time per frame (getStats). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -125,6 +127,11 @@ def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromi
         "decode_ms": 1000 * inbound.get("totalDecodeTime", 0)
         / max(1, inbound.get("framesDecoded", 0)),
         "playout_delay": page["playoutDelay"],
+        # where frames went, over the whole run (warm-up included)
+        "chromium_decoded": inbound.get("framesDecoded", 0) or 0,
+        "chromium_dropped": inbound.get("framesDropped", 0) or 0,
+        "page": page.get("worker") or {"decoded": None, "drawn": None,
+                                       "overtaken": page.get("overtaken")},
     }
 
 
@@ -151,6 +158,11 @@ def pool(runs: list[dict]) -> dict:
         "browser_jitter_buffer_ms": round(sum(r["jitter_buffer_ms"] for r in runs) / len(runs), 2),
         "browser_decode_ms": round(sum(r["decode_ms"] for r in runs) / len(runs), 2),
         "per_run_drawn_p50_ms": [round(summarize(r["drawn"]).p50, 2) for r in runs],
+        "chromium_decoded": sum(r["chromium_decoded"] for r in runs),
+        "chromium_dropped": sum(r["chromium_dropped"] for r in runs),
+        "page_taken": sum(r["page"]["decoded"] or 0 for r in runs),
+        "page_drawn": sum(r["page"]["drawn"] or 0 for r in runs),
+        "page_overtaken": sum(r["page"]["overtaken"] or 0 for r in runs),
         "playout_delay": runs[-1]["playout_delay"],
         "runs": len(runs),
     }
@@ -176,6 +188,11 @@ def print_table(fps: float, pooled: dict[str, dict]) -> None:
                      f"{p['browser_jitter_buffer_ms']:6.2f} ms") if what == "drawn" else ""
             print(f"{LABELS[name] + ' -> ' + what:50} {s['p50_ms']:8.2f} {s['p95_ms']:8.2f} "
                   f"{s['p99_ms']:8.2f} {s['samples']:8d}  {p[r50]:5.2f} / {p[r99]:5.2f}{extra}")
+    print("where frames went (whole runs): Chromium decoded / dropped; the page took / "
+          "drew / closed unshown (overtaken)")
+    for name, p in pooled.items():
+        print(f"  {LABELS[name]:48} {p['chromium_decoded']:6d} / {p['chromium_dropped']:<5d} "
+              f"{p['page_taken']:6d} / {p['page_drawn']:6d} / {p['page_overtaken']}")
 
 
 def main(argv: list[str] | None = None) -> int:
