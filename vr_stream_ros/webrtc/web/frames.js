@@ -11,6 +11,7 @@ importScripts("/static/stamp.js");
 const counts = { decoded: 0, drawn: 0, overtaken: 0, unreadable: 0 };
 let canvas = null, ctx = null, xr = false, layout = "mono";
 let newest = null, scheduled = false, stamps = Promise.resolve();
+let last = null;  // the frame drawn last (a clone): the XR texture's first picture
 const now = () => performance.timeOrigin + performance.now();
 
 function drawNewest() {
@@ -26,6 +27,8 @@ function drawNewest() {
   ctx.drawImage(frame, 0, 0);
   const drawn = now();
   counts.drawn++;
+  if (last) last.frame.close();
+  last = { frame: frame.clone(), arrived };
   stamps = stamps.then(() => stampOfFrame(frame, eyeWidth(width, layout)))
     .then((stamp) => {
       if (!stamp) counts.unreadable++;
@@ -73,10 +76,12 @@ onmessage = ({ data }) => {
     take(data.frame, data.arrived);
   } else if (data.type === "xr") {
     xr = data.active;
-    if (xr && newest) {
-      newest.frame.close();
+    if (xr && newest) {  // it goes to the XR texture instead of the 2D view
+      postMessage({ type: "frame", frame: newest.frame, arrived: newest.arrived, counts },
+        [newest.frame]);
       newest = null;
-      counts.overtaken++;
+    } else if (xr && last) {  // the texture starts with the picture shown last
+      postMessage({ type: "frame", frame: last.frame.clone(), arrived: last.arrived, counts });
     }
   } else if (data.type === "layout") {
     layout = data.layout;

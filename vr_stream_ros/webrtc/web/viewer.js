@@ -29,7 +29,8 @@ const vr = window.vrStats = {
   detections: null, error: "", layout: "mono",
   worker: null,  // the frame worker's counts: {decoded, drawn, overtaken, unreadable}
   path: "", playoutDelay: "", newestDecoded: null, framesDecoded: 0,
-  xr: { available: null, active: false, frames: 0, bothEyes: 0, views: 0, probes: [] },
+  xr: { available: null, active: false, frames: 0, bothEyes: 0, waiting: 0, views: 0,
+    probes: [] },
   xrProbe: false,
 };
 let channel = null, pc = null;

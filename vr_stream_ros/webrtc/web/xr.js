@@ -174,6 +174,7 @@ async function setUpVr(gl, quad, vr, onTexture, onSubmitted) {
       vr.xr.frames++;
       vr.xr.views = pose.views.length;
       if (eyes === pose.views.length && eyes > 0) vr.xr.bothEyes++;
+      if (!shown) vr.xr.waiting++;  // no picture in the texture yet (just entered VR)
       if (probe) {
         vr.xr.probes.push({ stamped: probe.stamp ? probe.stamp.frame : null, eyes: probe.eyes,
           texture: shown.stamp ? shown.stamp.frame : null, newest: vr.newestDecoded, quadAt: probe.quadAt,
