@@ -40,7 +40,8 @@ _INBOUND_VIDEO = """
     stats.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') out = {
       framesDecoded: r.framesDecoded, jitterBufferDelay: r.jitterBufferDelay,
       jitterBufferEmittedCount: r.jitterBufferEmittedCount,
-      totalDecodeTime: r.totalDecodeTime, framesDropped: r.framesDropped}; });
+      totalDecodeTime: r.totalDecodeTime, framesDropped: r.framesDropped,
+      framesReceived: r.framesReceived, packetsLost: r.packetsLost}; });
     done(out); });"""
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -84,8 +85,9 @@ class Chromium:
         return self.driver.execute_script(f"return vrStats.{name}")
 
     def inbound_video(self) -> dict[str, float] | None:
-        """The browser's getStats for the received video (frames decoded, jitter buffer
-        delay and count, total decode time, frames dropped); None before it has any."""
+        """The browser's getStats for the received video (frames received, decoded and
+        dropped, packets lost, jitter buffer delay and count, total decode time); None
+        before it has any."""
         return self.driver.execute_async_script(_INBOUND_VIDEO)
 
     def screenshot(self, path: str | os.PathLike) -> str:

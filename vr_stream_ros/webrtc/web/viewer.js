@@ -28,6 +28,7 @@ const vr = window.vrStats = {
   decodedMs: [], drawnMs: [], xrMs: [], latenciesMs: [], workMs: [], overtaken: 0,
   detections: null, error: "", layout: "mono",
   worker: null,  // the frame worker's counts: {decoded, drawn, overtaken, unreadable}
+  main: { taken: 0, drawn: 0 },  // frames this thread took and drew (+ overtaken above)
   path: "", playoutDelay: "", newestDecoded: null, framesDecoded: 0,
   xr: { available: null, active: false, frames: 0, bothEyes: 0, waiting: 0, views: 0,
     probes: [] },
@@ -127,6 +128,7 @@ const takeFrame = (() => {
       return;
     }
     const drawnMs = performance.now();
+    vr.main.drawn++;
     keep(vr.workMs, drawnMs - arrivedMs);
     stamps = stamps.then(() => stampOfFrame(frame, eyeWidth(frame.displayWidth, vr.layout)))
       .then((stamp) => stamped(drawn, stamp, arrivedMs, drawnMs))
@@ -134,6 +136,7 @@ const takeFrame = (() => {
       .finally(() => frame.close());  // the decoder gets its buffer back
   };
   return (frame, arrivedMs) => {
+    vr.main.taken++;
     if (pending) {
       pending.frame.close();
       vr.overtaken++;
@@ -185,7 +188,10 @@ function startWorker(readable) {
 
 // MediaStreamTrackProcessor: every decoded VideoFrame as it comes, no <video>, no pacing.
 async function pumpFrames(track) {
-  const processor = new MediaStreamTrackProcessor({ track });
+  // maxBufferSize: Chromium's processor keeps 1 frame by default and drops the older one
+  // when the reader is a moment late; a few queued frames reach the reader, which keeps
+  // the newest and counts the rest as overtaken (not lost unseen).
+  const processor = new MediaStreamTrackProcessor({ track, maxBufferSize: 4 });
   if (canUseWorker) {  // the whole stream goes to the worker: no 2D frame on this thread
     startWorker(processor.readable);
     return;
@@ -244,6 +250,8 @@ function onVideoFrame(now, meta) {
   if (video.videoWidth) {
     const drawn = draw(video, video.videoWidth, video.videoHeight);
     const drawnMs = performance.now();
+    vr.main.taken++;
+    vr.main.drawn++;
     keep(vr.workMs, drawnMs - arrivedMs);
     stamped(drawn, stampOfImage(video, eyeWidth(video.videoWidth, vr.layout)), arrivedMs,
       drawnMs);
