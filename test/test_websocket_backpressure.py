@@ -1,10 +1,12 @@
-"""The WebCodecs path's backpressure: a WebSocket viewer that stops reading gets access
-units only when its socket has drained; the rest are skipped (counted) and, when it reads
-again, its stream restarts at a keyframe, never at a P-frame whose reference it missed."""
+"""The WebCodecs path's WebSocket: it first tells the frame layout; a viewer that stops
+reading gets access units only when its socket has drained; the rest are skipped (counted)
+and, when it reads again, its stream restarts at a keyframe, never at a P-frame whose
+reference it missed."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import time
 
@@ -43,6 +45,8 @@ def test_a_stalled_viewer_skips_to_a_keyframe_and_counts_what_it_skipped() -> No
         f"ws://127.0.0.1:{port}/ws?token=t", timeout=10,
         sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 8192),))
     try:
+        # First the layout of the frames to come (the page splits a stereo frame by it).
+        assert json.loads(client.recv()) == {"type": "layout", "frame_layout": "mono"}
         assert wait_for(lambda: server.viewers == 1, 5)
         feed = next(iter(server._viewers.values())).track
         # The viewer reads nothing: 60 access units, a keyframe every 20.

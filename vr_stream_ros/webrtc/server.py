@@ -349,6 +349,7 @@ class WebRtcServer:
         ws = web.WebSocketResponse(max_msg_size=1 << 20, heartbeat=10.0, compress=False)
         await ws.prepare(request)
         feed = _SocketFeed(ws, request.transport)
+        feed.send(json.dumps({"type": "layout", "frame_layout": self.config.frame_layout}))
         viewer_id = self._next_id
         self._next_id += 1
         self._viewers[viewer_id] = _Viewer(None, feed, channel=feed)

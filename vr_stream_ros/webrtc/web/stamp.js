@@ -81,7 +81,11 @@ function stampOfImage(source, width) {
   if (width < 128) return null;
   const { cols, rows } = stampRegion(width);
   const w = cols * STAMP_CELL, h = rows * STAMP_CELL;
-  if (!stampProbe) stampProbe = new OffscreenCanvas(w, h).getContext("2d", { willReadFrequently: true });
+  if (!stampProbe) {
+    const c = typeof OffscreenCanvas === "function" ? new OffscreenCanvas(w, h)
+      : document.createElement("canvas");
+    stampProbe = c.getContext("2d", { willReadFrequently: true });
+  }
   const c = stampProbe.canvas;
   if (c.width !== w || c.height !== h) {
     c.width = w;

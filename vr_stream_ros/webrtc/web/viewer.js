@@ -278,9 +278,23 @@ function drawBoxes() {
   }
 }
 
+// How the bridge packs the eyes (a stereo camera): from the /offer answer, or the
+// WebSocket's first message; mono unless it says otherwise.
+function setLayout(layout, where) {
+  if (!LAYOUTS.includes(layout)) {
+    vr.error = `${where}: frame_layout ${JSON.stringify(layout)}, expected one of ` +
+      `${LAYOUTS.join(", ")}; shown as mono`;
+    return;
+  }
+  vr.layout = document.body.dataset.layout = layout;
+  if (worker) worker.postMessage({ type: "layout", layout });
+}
+
 function onMessage(event) {
   const m = JSON.parse(event.data);
-  if (m.type === "pong") {
+  if (m.type === "layout") {
+    setLayout(m.frame_layout, "WebSocket");
+  } else if (m.type === "pong") {
     const now = performance.now(), rtt = now - m.t;
     if (rtt < vr.bestRttMs) {  // NTP-style: keep the exchange with the shortest round trip
       vr.bestRttMs = rtt;
@@ -383,14 +397,7 @@ async function connect() {
   });
   const answer = await reply.json();
   if (!reply.ok) throw new Error(`${reply.status}: ${answer.error}`);
-  // How the bridge packs the eyes (a stereo camera): mono unless it says otherwise.
-  const layout = answer.frame_layout ?? "mono";
-  if (LAYOUTS.includes(layout)) {
-    vr.layout = document.body.dataset.layout = layout;
-  } else {
-    vr.error = `/offer answer: frame_layout ${JSON.stringify(layout)}, expected one of ` +
-      `${LAYOUTS.join(", ")}; shown as mono`;
-  }
+  setLayout(answer.frame_layout ?? "mono", "/offer answer");
   await pc.setRemoteDescription(answer);
   // What the bridge's answer really negotiated (not what it says about itself).
   const extmap = pc.remoteDescription.sdp.split(/\r?\n/)
