@@ -93,7 +93,7 @@ def _counts(browser: Chromium, path: str) -> dict[str, int]:
     worker = page.get("worker")
     mine = ({"taken": worker["decoded"], "drawn": worker["drawn"],
              "overtaken": worker["overtaken"]} if worker else
-            {**page["main"], "overtaken": page["overtaken"]})
+            page["main"])
     return {"t_ns": time.monotonic_ns(), "received": inbound.get("framesReceived", 0),
             "decoded": inbound.get("framesDecoded", 0), **mine}
 

@@ -28,7 +28,8 @@ const vr = window.vrStats = {
   decodedMs: [], drawnMs: [], xrMs: [], latenciesMs: [], workMs: [], overtaken: 0,
   detections: null, error: "", layout: "mono",
   worker: null,  // the frame worker's counts: {decoded, drawn, overtaken, unreadable}
-  main: { taken: 0, drawn: 0 },  // frames this thread took and drew (+ overtaken above)
+  main: { taken: 0, drawn: 0, overtaken: 0 },  // frames this thread took, drew, closed
+  // unshown; vr.overtaken: this thread's and the worker's together
   path: "", playoutDelay: "", newestDecoded: null, framesDecoded: 0,
   xr: { available: null, active: false, frames: 0, bothEyes: 0, waiting: 0, views: 0,
     probes: [] },
@@ -139,6 +140,7 @@ const takeFrame = (() => {
     vr.main.taken++;
     if (pending) {
       pending.frame.close();
+      vr.main.overtaken++;
       vr.overtaken++;
     } else {
       setTimeout(drawPending, 0);
@@ -151,7 +153,10 @@ const takeFrame = (() => {
 // texture (in VR), or an error. Its times are absolute: made this page's here.
 function onWorker({ data }) {
   const pageMs = (abs) => abs - performance.timeOrigin;
-  if (data.counts) vr.worker = data.counts;
+  if (data.counts) {
+    vr.worker = data.counts;
+    vr.overtaken = vr.main.overtaken + data.counts.overtaken;
+  }
   if (data.type === "drawn") {
     const arrivedMs = pageMs(data.arrived), drawnMs = pageMs(data.drawn);
     keep(vr.workMs, drawnMs - arrivedMs);
