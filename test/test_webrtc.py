@@ -101,6 +101,7 @@ def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
     assert "/rtp-hdrext/playout-delay" in remote, remote
     assert state["playoutDelay"].startswith("negotiated (a=extmap:"), state["playoutDelay"]
     assert state["path"] == "direct", "Debian's Chromium has MediaStreamTrackProcessor"
+    assert state["worker"] and state["worker"]["drawn"] > 0, "the frame worker draws the view"
     assert "MediaStreamTrackProcessor" in chromium.driver.find_element("id", "path").text
     decoded_before = chromium.stat("framesDecoded")
     time.sleep(2.0)
