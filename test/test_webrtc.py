@@ -101,6 +101,7 @@ def test_browser_decodes_reads_stamps_in_order_and_reports_latency(
     assert "/rtp-hdrext/playout-delay" in remote, remote
     assert state["playoutDelay"].startswith("negotiated (a=extmap:"), state["playoutDelay"]
     assert state["path"] == "direct", "Debian's Chromium has MediaStreamTrackProcessor"
+    assert state["worker"] and state["worker"]["drawn"] > 0, "the frame worker draws the view"
     assert "MediaStreamTrackProcessor" in chromium.driver.find_element("id", "path").text
     decoded_before = chromium.stat("framesDecoded")
     time.sleep(2.0)
@@ -242,6 +243,7 @@ def test_playout_delay_on_the_wire_as_tshark_dissects_it(chromium, procs, ring_n
     tshark = ensure_debian_packages("tshark", ["tshark"])
     http_port = free_port(socket.SOCK_STREAM)
     url, _token = _graph(procs, ring_name, http_port, "webrtc_max_playout_delay_ms:=100")
+    chromium.inject(ASK_150_MS)
     chromium.open_viewer(url, http_port)
     assert wait_for(lambda: chromium.stat("framesRead.length") > 10, 60)
     ssrc, ext_id, pt = _answer_facts(
@@ -260,9 +262,27 @@ def test_playout_delay_on_the_wire_as_tshark_dissects_it(chromium, procs, ring_n
         extensions = dict(zip(ids.split(","), data.split(","), strict=True))
         # min 0, max 100 ms = 10 units: 0x000 0x00a
         assert extensions.get(str(ext_id), "").replace(":", "") == "00000a", (ids, data)
+    # Chromium's own receive stream (libwebrtc video_receive_stream2.cc) says the frames'
+    # maximum, 100 ms from the extension, overrode the page's 150 ms minimum.
+    used = re.findall(r"video_receive_stream2\.cc:\d+\] (Maximum playout delay 100 ms "
+                      r"overrides minimum delay\. frame min delay=0 us base min delay=150 ms.*)",
+                      chromium.log())
+    assert used, [line for line in chromium.log().splitlines() if "playout" in line][:5]
     print(f"tshark: {len(rows)} video packets (SSRC {ssrc:#x}, PT {pt}), every one with "
-          f"extension id {ext_id} = 00000a (playout delay min 0 max 100 ms)")
+          f"extension id {ext_id} = 00000a (playout delay min 0 max 100 ms); Chromium: "
+          f"{used[0]}")
 
+
+# The page asks Chromium's jitter buffer for a 150 ms minimum once connected: only a
+# playout-delay extension received with each frame (max 100 ms) can override it, and
+# Chromium logs that it did.
+ASK_150_MS = """
+const setRemote = RTCPeerConnection.prototype.setRemoteDescription;
+RTCPeerConnection.prototype.setRemoteDescription = async function (description) {
+  const done = await setRemote.call(this, description);
+  for (const t of this.getTransceivers()) t.receiver.jitterBufferTarget = 150;
+  return done;
+};"""
 
 MALFORMED = ("not json", "[1, 2]", '{"type": "bogus"}', '{"type": "frame"}',
              '{"type": "frame", "frame": 1, "capture_ns": "x", "stages": {}}',

@@ -1,7 +1,9 @@
-"""Enter VR in an emulated Meta Quest 3 (IWER injected into headless Chromium): the
-immersive session starts, both eyes are drawn every XR frame, the quad shows the newest
-frame (read back from the XR framebuffer), the head-locked toggle moves the quad, leaving
-VR restores the 2D view, and capture -> XR frame submitted reaches /latency."""
+"""Enter VR in an emulated Meta Quest 3 (IWER injected into headless Chromium) with a
+stereo camera: the immersive session starts, both eyes are drawn every XR frame, each
+eye's viewport shows its own eye's picture of the newest pair (stamps read back from the
+XR framebuffer), the one-picture toggle shows the left eye to both, the head-locked toggle
+moves the quad, leaving VR restores the 2D view, and capture -> XR frame submitted
+reaches /latency."""
 
 from __future__ import annotations
 
@@ -61,7 +63,10 @@ def _quad_at(probes: list[dict]) -> np.ndarray:
 
 def test_enter_vr_in_an_emulated_quest_3(quest3, procs, ring_name, tmp_path):
     http_port = free_port(socket.SOCK_STREAM)
-    procs.node("camera_node", f"ring_name:={ring_name}", "fps:=30")
+    # Stereo, side by side (the eyes' stamps then lie in different columns of the
+    # texture): 2 x 640x360, the quad's picture one eye's.
+    procs.node("camera_node", f"ring_name:={ring_name}", "fps:=30", "stereo:=true",
+               "stereo_layout:=side_by_side", "width:=640", "height:=360")
     procs.node("headset_bridge_node", f"ring_name:={ring_name}", "transport:=webrtc",
                f"webrtc_port:={http_port}", "webrtc_bind:=127.0.0.1", "vr_quad:=world")
     found = procs.wait_for_output("headset_bridge_node", TOKEN_URL, 30)
@@ -69,6 +74,7 @@ def test_enter_vr_in_an_emulated_quest_3(quest3, procs, ring_name, tmp_path):
     quest3.open_viewer(found.group(1), http_port)
     assert wait_for(lambda: quest3.stat("framesRead.length") > 30, 60), quest3.stats()
     assert quest3.stat("xr.available") is True, "IWER's immersive-vr not offered"
+    assert quest3.stat("layout") == "side_by_side", quest3.stat("layout")
     button = quest3.driver.find_element("id", "enter-vr")
     assert button.is_enabled() and button.text == "Enter VR"
 
@@ -81,8 +87,11 @@ def test_enter_vr_in_an_emulated_quest_3(quest3, procs, ring_name, tmp_path):
     xr = quest3.stat("xr")
     rate = (xr["frames"] - xr_frames_before) / (time.monotonic() - t0)
     assert xr["views"] == 2, xr
-    assert xr["bothEyes"] == xr["frames"], f"{xr['frames'] - xr['bothEyes']} frames not " \
-        f"drawn in both eyes (of {xr['frames']})"
+    # Every XR frame draws both eyes, but the few before the first video frame reaches
+    # the texture (a frame or two: the last 2D picture is handed to it on entering).
+    assert xr["bothEyes"] + xr["waiting"] == xr["frames"], f"{xr['frames'] - xr['bothEyes']}" \
+        f" frames not drawn in both eyes (of {xr['frames']}; {xr['waiting']} before a picture)"
+    assert xr["waiting"] <= 3, xr
 
     # What the XR framebuffer shows: the stamp read back from the drawn quad.
     world = _probes(quest3, 90)
@@ -96,6 +105,20 @@ def test_enter_vr_in_an_emulated_quest_3(quest3, procs, ring_name, tmp_path):
     assert max(behind) <= 1, f"the quad lagged the newest decoded frame by {max(behind)}"
     distinct = len({p["stamped"] for p in stamped})
     assert distinct > 10, "the quad's picture did not move on"
+    # Each eye its own picture: the left view shows the left eye's stamp, the right view
+    # the right eye's, of the same pair.
+    skews_ms = []
+    for p in world:
+        eyes = {e["view"]: e for e in p["eyes"]}
+        assert eyes.keys() == {"left", "right"}, p["eyes"]
+        assert (eyes["left"]["stampEye"], eyes["right"]["stampEye"]) == ("left", "right"), \
+            p["eyes"]
+        assert eyes["left"]["stamp"] == eyes["right"]["stamp"], p["eyes"]
+        skews_ms.append((int(eyes["right"]["captureNs"]) - int(eyes["left"]["captureNs"])) / 1e6)
+    _click(quest3, "one-picture")  # the mono fallback: the left eye's picture in both
+    one = _probes(quest3, 10)
+    _click(quest3, "one-picture")
+    assert all([e["stampEye"] for e in p["eyes"]] == ["left", "left"] for p in one), one[:2]
 
     # World-locked vs head-locked: turn the emulated head; only the world-locked quad moves
     # on the screen.
@@ -136,7 +159,8 @@ def test_enter_vr_in_an_emulated_quest_3(quest3, procs, ring_name, tmp_path):
     print(f"\nIWER Quest 3: {xr['frames']} XR frames at {rate:.1f} Hz (emulated {XR_HZ:g}), "
           f"{xr['bothEyes']} with both eyes drawn; {len(stamped)}/{len(world)} quad stamps "
           f"read back ({distinct} camera frames), at most {max(behind)} frame(s) behind the newest "
-          f"decoded; quad centre "
+          f"decoded; each eye its own stamp in {len(world)}/{len(world)} frames (pair skew "
+          f"max {max(map(abs, skews_ms)):.3f} ms), one-picture toggle: left in both; quad centre "
           f"turned head {turned_world.round(1)} world vs {turned_head.round(1)} head-locked")
     print(f"page capture -> decoded p50 {np.median(decoded):.1f} p99 "
           f"{np.percentile(decoded, 99):.1f} ms; capture -> XR frame submitted p50 "

@@ -8,15 +8,19 @@ browser variants take turns, run after run:
 - ``video``: the <video> element, no playout-delay extension (the browser paces frames);
 - ``video+pd``: the <video> element, playout delay min 0 / max 0 (render on decode);
 - ``direct+pd``: playout delay 0 and frames taken from the track (MediaStreamTrackProcessor)
-  and drawn as they arrive;
+  by the page's worker and drawn as they arrive (newest only) into an OffscreenCanvas;
+- ``direct+pd main``: the same, drawn on the page's main thread (``&worker=0``), as
+  before the worker: what the worker changes;
 - ``webcodecs``: no WebRTC: the same access units over a WebSocket, decoded by WebCodecs
   (no jitter buffer by design) and drawn as they arrive.
 
 Headless Chromium renders on a 60 Hz tick that can phase-lock with the camera's timer,
 so one run lands on a random phase: samples are pooled over ``--runs`` runs per variant.
 Per variant: capture -> decoded in the page and capture -> drawn (p50/p95/p99), their
-ratio to RTP/UDP capture -> decoded of the same runs, frames drawn / frames sent, and
-Chromium's own jitter buffer and decode time per frame (getStats). The last line is JSON.
+ratio to RTP/UDP capture -> decoded of the same runs, frames drawn / frames sent, where
+the others went (Chromium decoded / dropped, getStats; the page took / drew / closed
+unshown because a newer one overtook it), and Chromium's own jitter buffer and decode
+time per frame (getStats). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -36,15 +40,17 @@ from vr_stream_ros.latency.percentiles import summarize
 from vr_stream_ros.tools.apt import PackagesMissing
 from vr_stream_ros.tools.chromium import Chromium
 
-VARIANTS = {  # name: (webrtc_max_playout_delay_ms, page path)
-    "video": (-1, "video"),
-    "video+pd": (0, "video"),
-    "direct+pd": (0, "direct"),
-    "webcodecs": (-1, "webcodecs"),
+VARIANTS = {  # name: (webrtc_max_playout_delay_ms, page path, more of the page's query)
+    "video": (-1, "video", ""),
+    "video+pd": (0, "video", ""),
+    "direct+pd": (0, "direct", ""),
+    "direct+pd-main": (0, "direct", "&worker=0"),
+    "webcodecs": (-1, "webcodecs", ""),
 }
 LABELS = {"video": "<video>, no playout delay (before)",
           "video+pd": "<video> + playout delay 0",
-          "direct+pd": "direct + playout delay 0",
+          "direct+pd": "direct + playout delay 0 (worker)",
+          "direct+pd-main": "direct + playout delay 0, main thread",
           "webcodecs": "WebSocket + WebCodecs (no WebRTC)"}
 WARMUP_FRAMES = 30
 
@@ -76,9 +82,25 @@ def _listening(port: int, timeout: float) -> bool:
     return False
 
 
+WARMUP_S = 3.0  # before the frame counts' interval starts (the page and decoder settle)
+COUNTS = ("sent", "received", "decoded", "taken", "drawn", "overtaken")
+
+
+def _counts(browser: Chromium, path: str) -> dict[str, int]:
+    """Running frame counts now: Chromium's (getStats) and the page's, and the time."""
+    page = browser.stats()
+    inbound = (browser.inbound_video() if path != "webcodecs" else None) or {}
+    worker = page.get("worker")
+    mine = ({"taken": worker["decoded"], "drawn": worker["drawn"],
+             "overtaken": worker["overtaken"]} if worker else
+            page["main"])
+    return {"t_ns": time.monotonic_ns(), "received": inbound.get("framesReceived", 0),
+            "decoded": inbound.get("framesDecoded", 0), **mine}
+
+
 def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromium) -> dict:
     """One camera, RTP/UDP and one WebRTC variant side by side; the raw samples."""
-    delay_ms, path = VARIANTS[variant]
+    delay_ms, path, more = VARIANTS[variant]
     run_dir = tempfile.mkdtemp(prefix=f"{variant}-{fps:g}-", dir=tmp)
     env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 40))
     ring = f"vr_bench_webrtc_{os.getpid()}_{os.path.basename(run_dir).replace('+', '_')}"
@@ -102,8 +124,11 @@ def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromi
             raise RuntimeError(f"{variant}: the WebRTC bridge is not listening on "
                                f"{http_port}:\n{group.output('bridge_webrtc')[-2000:]}")
         time.sleep(1.0)
-        browser.open_viewer(f"https://127.0.0.1:{http_port}/?token=bench&path={path}")
-        time.sleep(seconds)
+        browser.open_viewer(f"https://127.0.0.1:{http_port}/?token=bench&path={path}{more}")
+        time.sleep(WARMUP_S)
+        before = _counts(browser, path)
+        time.sleep(max(1.0, seconds - WARMUP_S))
+        after = _counts(browser, path)
         page = browser.stats()
         inbound = browser.inbound_video() if path != "webcodecs" else {}
         browser.open_viewer("about:blank")
@@ -111,6 +136,11 @@ def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromi
             raise RuntimeError(f"{variant}: the browser received no video or took another "
                                f"path; page state { {k: page[k] for k in ('path', 'error')} }")
     udp, web = _rows(rec_udp), _rows(rec_web)
+    # Where the frames of the counted interval went: sent by the bridge, received and
+    # decoded by Chromium, taken and drawn by the page (or overtaken before drawing).
+    window = {k: after[k] - before[k] for k in after if k != "t_ns"}
+    window["sent"] = sum(1 for r in web if "encoded" in r
+                         and before["t_ns"] <= r["encoded"] < after["t_ns"])
     drawn = [r for r in web if "browser_drawn" in r]
     first, last = drawn[0]["frame"], drawn[-1]["frame"]
     sent = [r for r in web if "encoded" in r and first <= r["frame"] <= last]
@@ -125,6 +155,7 @@ def run_once(fps: float, variant: str, seconds: float, tmp: str, browser: Chromi
         "decode_ms": 1000 * inbound.get("totalDecodeTime", 0)
         / max(1, inbound.get("framesDecoded", 0)),
         "playout_delay": page["playoutDelay"],
+        "window": window,
     }
 
 
@@ -151,6 +182,9 @@ def pool(runs: list[dict]) -> dict:
         "browser_jitter_buffer_ms": round(sum(r["jitter_buffer_ms"] for r in runs) / len(runs), 2),
         "browser_decode_ms": round(sum(r["decode_ms"] for r in runs) / len(runs), 2),
         "per_run_drawn_p50_ms": [round(summarize(r["drawn"]).p50, 2) for r in runs],
+        "frames": {k: sum(r["window"][k] for r in runs) for k in COUNTS},
+        "page_drawn_pct_of_sent": round(100 * sum(r["window"]["drawn"] for r in runs)
+                                        / max(1, sum(r["window"]["sent"] for r in runs)), 2),
         "playout_delay": runs[-1]["playout_delay"],
         "runs": len(runs),
     }
@@ -176,6 +210,12 @@ def print_table(fps: float, pooled: dict[str, dict]) -> None:
                      f"{p['browser_jitter_buffer_ms']:6.2f} ms") if what == "drawn" else ""
             print(f"{LABELS[name] + ' -> ' + what:50} {s['p50_ms']:8.2f} {s['p95_ms']:8.2f} "
                   f"{s['p99_ms']:8.2f} {s['samples']:8d}  {p[r50]:5.2f} / {p[r99]:5.2f}{extra}")
+    print(f"where frames went (after {WARMUP_S:g} s warm-up): " + " / ".join(COUNTS)
+          + "  (received/decoded: Chromium's getStats, none for WebCodecs)  drawn/sent")
+    for name, p in pooled.items():
+        f = p["frames"]
+        print(f"  {LABELS[name]:48} " + " / ".join(f"{f[k]:5d}" for k in COUNTS)
+              + f"  {p['page_drawn_pct_of_sent']:6.2f} %")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@
         browser.stat("framesRead")          # window.vrStats of the viewer page
         browser.inbound_video()             # the browser's getStats for the video
         browser.screenshot("viewer.png")
+        browser.log()                       # Chromium's own log (warnings and up)
 
 Debian's chromium driven by Debian's chromedriver through Selenium (installed with
 apt-get when missing and root), on loopback only with nothing phoning home. The
@@ -27,6 +28,9 @@ CHROMIUM_FLAGS = (
     "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
     "--disable-features=WebRtcHideLocalIpsWithMdns", "--window-size=1400,900",
     "--ignore-certificate-errors",  # the bridge's self-signed HTTPS certificate
+    # Chromium's own log (every process, warnings and up; --vmodule=<file>=N adds a
+    # file's VLOGs) into <profile>/chrome_debug.log: libwebrtc's word on what it did.
+    "--enable-logging", "--v=0",
 )
 PACKAGES = ("chromium", "chromium-driver")
 
@@ -36,7 +40,8 @@ _INBOUND_VIDEO = """
     stats.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') out = {
       framesDecoded: r.framesDecoded, jitterBufferDelay: r.jitterBufferDelay,
       jitterBufferEmittedCount: r.jitterBufferEmittedCount,
-      totalDecodeTime: r.totalDecodeTime, framesDropped: r.framesDropped}; });
+      totalDecodeTime: r.totalDecodeTime, framesDropped: r.framesDropped,
+      framesReceived: r.framesReceived, packetsLost: r.packetsLost}; });
     done(out); });"""
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -56,6 +61,7 @@ class Chromium:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
         options = webdriver.ChromeOptions()
+        self.profile_dir = os.fspath(profile_dir)
         options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
         for flag in (*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={os.fspath(profile_dir)}"):
             options.add_argument(flag)
@@ -79,8 +85,9 @@ class Chromium:
         return self.driver.execute_script(f"return vrStats.{name}")
 
     def inbound_video(self) -> dict[str, float] | None:
-        """The browser's getStats for the received video (frames decoded, jitter buffer
-        delay and count, total decode time, frames dropped); None before it has any."""
+        """The browser's getStats for the received video (frames received, decoded and
+        dropped, packets lost, jitter buffer delay and count, total decode time); None
+        before it has any."""
         return self.driver.execute_async_script(_INBOUND_VIDEO)
 
     def screenshot(self, path: str | os.PathLike) -> str:
@@ -91,6 +98,14 @@ class Chromium:
             if f.read(8) != PNG_MAGIC:
                 raise ValueError(f"{path}: the screenshot is not a PNG")
         return path
+
+    def log(self) -> str:
+        """Chromium's log so far (its processes' LOG/RTC_LOG lines), '' before any."""
+        try:
+            with open(os.path.join(self.profile_dir, "chrome_debug.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def quit(self) -> None:
         """Close the browser and its driver."""

@@ -344,9 +344,12 @@ class WebRtcServer:
         refused = self._refusal(request)
         if refused is not None:
             return refused
-        ws = web.WebSocketResponse(max_msg_size=1 << 20, heartbeat=10.0)
+        # compress=False: H.264 does not deflate, and deflating 60 access units a second
+        # costs both ends CPU for nothing.
+        ws = web.WebSocketResponse(max_msg_size=1 << 20, heartbeat=10.0, compress=False)
         await ws.prepare(request)
-        feed = _SocketFeed(ws)
+        feed = _SocketFeed(ws, request.transport)
+        feed.send(json.dumps({"type": "layout", "frame_layout": self.config.frame_layout}))
         viewer_id = self._next_id
         self._next_id += 1
         self._viewers[viewer_id] = _Viewer(None, feed, channel=feed)
@@ -359,6 +362,8 @@ class WebRtcServer:
                     self._on_message(feed, message.data)
         finally:
             await self._drop(viewer_id)
+            self._log(f"WebSocket viewer {viewer_id}: {feed.sent} access units sent, "
+                      f"{feed.skipped} skipped while its socket was not drained")
         return ws
 
     def _request_keyframe(self) -> None:
@@ -448,12 +453,21 @@ class _PacketTrack(MediaStreamTrack):
 
 class _SocketFeed:
     """A WebSocket viewer: access units as binary messages (1 byte: 1 = keyframe, then the
-    Annex B bytes) from a keyframe on, and its text channel (``send``, ``readyState``)."""
+    Annex B bytes) from a keyframe on, and its text channel (``send``, ``readyState``).
 
-    def __init__(self, ws) -> None:
+    Backpressure: an access unit is written only when the socket has drained everything
+    written before (nothing in the transport's buffer, no send pending); otherwise it is
+    skipped (counted in ``skipped``) and the viewer restarts at the next keyframe, the
+    newest picture, instead of queueing ever older ones behind a slow link."""
+
+    def __init__(self, ws, transport=None) -> None:
         self.ws = ws
         self.waiting_for_keyframe = True
+        self.sent = 0
+        self.skipped = 0
+        self._transport = transport
         self._in_flight = 0
+        self._started = False
 
     @property
     def readyState(self) -> str:  # noqa: N802 - the data channel's name, used alike
@@ -463,15 +477,27 @@ class _SocketFeed:
         """A text message (pong, detections), without waiting."""
         self._track(asyncio.ensure_future(self.ws.send_str(text)))
 
+    def drained(self) -> bool:
+        """True when everything written so far has left for the kernel."""
+        buffered = self._transport.get_write_buffer_size() if self._transport else 0
+        return self._in_flight == 0 and buffered == 0
+
     def offer(self, packet) -> bool:
-        """Send an access unit; False when too many are still on their way."""
+        """Send an access unit; False (skipped) while the socket is not drained."""
         if self.waiting_for_keyframe:
             if not packet.is_keyframe:
+                self.skipped += self._started  # P-frames before the first keyframe: no loss
                 return True
+            if not self.drained():
+                self.skipped += 1
+                return False  # still not drained: wait for (and ask for) the next one
             self.waiting_for_keyframe = False
-        if self._in_flight >= VIEWER_QUEUE:
-            return False
+            self._started = True
+        if not self.drained():
+            self.skipped += 1
+            return False  # the server resets us to the next keyframe and asks for one
         self._in_flight += 1
+        self.sent += 1
         self._track(asyncio.ensure_future(
             self.ws.send_bytes(bytes([int(packet.is_keyframe)]) + bytes(packet))),
             counted=True)

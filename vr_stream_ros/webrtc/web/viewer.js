@@ -1,8 +1,10 @@
 // The viewer: WebRTC from headset_bridge_node; each decoded frame drawn the moment it
 // arrives (MediaStreamTrackProcessor; requestVideoFrameCallback on a <video> where that is
-// missing, or with ?path=video): onto the page's canvas, or in VR into the XR quad's
-// texture; the frame stamps read from its pixels; capture -> decoded / drawn /
-// XR-submitted reported to the bridge; detections drawn over it. No build step, no CDN.
+// missing, or with ?path=video): onto the page's canvas by a worker (frames.js, off this
+// thread, where OffscreenCanvas is), or in VR into the XR quad's texture; the frame stamps
+// read from its pixels; capture -> decoded / drawn / XR-submitted reported to the bridge;
+// detections drawn over it. A stereo stream (the /offer answer's frame_layout) shows the
+// packed frame here and each eye its own half in VR. No build step, no CDN.
 "use strict";
 const query = new URLSearchParams(location.search);
 const token = query.get("token") || "";
@@ -12,10 +14,8 @@ const statusEl = document.getElementById("status");
 const pathEl = document.getElementById("path");
 const statsEl = document.getElementById("stats");
 const boxes = document.getElementById("boxes");
-// desynchronized: the canvas skips the compositor's double buffering where it can.
-const viewCtx = view.getContext("2d", { alpha: false, desynchronized: true });
-const probe = document.createElement("canvas");
-const probeCtx = probe.getContext("2d", { willReadFrequently: true });
+let viewCtx = null;  // made on first use: a canvas handed to the worker has none here
+const LAYOUTS = ["mono", "side_by_side", "top_bottom"];
 const xrCanvas = document.getElementById("xr-canvas");
 const gl = xrCanvas.getContext("webgl2", { xrCompatible: true, antialias: false })
   || xrCanvas.getContext("webgl", { xrCompatible: true, antialias: false });
@@ -26,13 +26,23 @@ const KEEP = 4000;  // samples kept per stage for the page's own percentiles
 const vr = window.vrStats = {
   connected: false, framesRead: [], unreadable: 0, offsetNs: null, bestRttMs: Infinity,
   decodedMs: [], drawnMs: [], xrMs: [], latenciesMs: [], workMs: [], overtaken: 0,
-  detections: null, error: "",
+  detections: null, error: "", layout: "mono",
+  worker: null,  // the frame worker's counts: {decoded, drawn, overtaken, unreadable}
+  main: { taken: 0, drawn: 0, overtaken: 0 },  // frames this thread took, drew, closed
+  // unshown; vr.overtaken: this thread's and the worker's together
   path: "", playoutDelay: "", newestDecoded: null, framesDecoded: 0,
-  xr: { available: null, active: false, frames: 0, bothEyes: 0, views: 0, probes: [] },
+  xr: { available: null, active: false, frames: 0, bothEyes: 0, waiting: 0, views: 0,
+    probes: [] },
   xrProbe: false,
 };
 let channel = null, pc = null;
+let frameSize = [0, 0];  // the packed frame's, as drawn last
 let uploads = 0, texture = null;  // the frame drawn last: {seq, stamp, submittedMs, ...}
+// ?worker=0 keeps drawing on this thread (to compare); otherwise a worker draws the 2D
+// view where the browser can hand it a canvas (and a stream): made by startWorker().
+const canUseWorker = query.get("worker") !== "0" && typeof OffscreenCanvas === "function"
+  && "transferControlToOffscreen" in view;
+let worker = null;
 
 function serverNs(perfMs) {  // this page's clock (performance.now) -> the bridge's
   return BigInt(Math.round(perfMs * 1e6)) + vr.offsetNs;
@@ -55,43 +65,18 @@ function latencyMs(stamp, perfMs) {
   return Number(serverNs(perfMs) - stamp.captureNs) / 1e6;
 }
 
-// The stamp in the top rows of a <video> (or any image source), through a canvas.
-function stampOf(source, width) {
-  if (width < 128) return null;
-  const { cols, rows } = stampRegion(width);
-  const w = cols * STAMP_CELL, h = rows * STAMP_CELL;
-  if (probe.width !== w || probe.height !== h) {
-    probe.width = w;
-    probe.height = h;
-  }
-  probeCtx.drawImage(source, 0, 0, w, h, 0, 0, w, h);
-  return readStamp(probeCtx.getImageData(0, 0, w, h).data, w * 4, 4, 1, cols);
-}
-
-// Bytes per pixel and the channel to read, by VideoFrame format (Y plane or green).
-const STAMP_PLANE = { I420: [1, 0], I420A: [1, 0], NV12: [1, 0], RGBA: [4, 1], RGBX: [4, 1],
-  BGRA: [4, 1], BGRX: [4, 1] };
-
-// The stamp of a VideoFrame, copied straight from its memory (no colour conversion);
-// through a canvas for formats copyTo cannot give (a GPU-only frame).
-async function stampOfFrame(frame) {
-  const width = frame.displayWidth, how = STAMP_PLANE[frame.format];
-  if (width < 128) return null;
-  if (!how) return stampOf(frame, width);
-  const { cols, rows } = stampRegion(width);
-  const rect = { x: 0, y: 0, width: cols * STAMP_CELL, height: rows * STAMP_CELL };
-  const bytes = new Uint8Array(frame.allocationSize({ rect }));
-  const [plane] = await frame.copyTo(bytes, { rect });
-  return readStamp(bytes.subarray(plane.offset), plane.stride, how[0], how[1], cols);
-}
-
 // Draw a decoded frame (a VideoFrame or the <video>): on the page's canvas, or in VR into
 // the quad's texture (the XR frame loop draws the newest texture at its next frame).
-// Returns what the texture now holds: {seq, stamp (filled in by stamped())}.
+// Returns what the texture now holds: {seq, stamp (filled in by stamped())}; null when
+// the 2D view belongs to the worker (a frame that arrives just after leaving VR).
 function draw(source, width, height) {
+  frameSize = [width, height];
   if (vr.xr.active) {
     quad.upload(source, width, height);
   } else {
+    if (worker) return null;
+    // desynchronized: the canvas skips the compositor's double buffering where it can.
+    viewCtx = viewCtx || view.getContext("2d", { alpha: false, desynchronized: true });
     if (view.width !== width || view.height !== height) {
       view.width = width;
       view.height = height;
@@ -139,16 +124,23 @@ const takeFrame = (() => {
     const { frame, arrivedMs } = pending;
     pending = null;
     const drawn = draw(frame, frame.displayWidth, frame.displayHeight);
+    if (!drawn) {
+      frame.close();
+      return;
+    }
     const drawnMs = performance.now();
+    vr.main.drawn++;
     keep(vr.workMs, drawnMs - arrivedMs);
-    stamps = stamps.then(() => stampOfFrame(frame))  // in order, off the drawing path
+    stamps = stamps.then(() => stampOfFrame(frame, eyeWidth(frame.displayWidth, vr.layout)))
       .then((stamp) => stamped(drawn, stamp, arrivedMs, drawnMs))
       .catch((err) => { vr.error = `stamp: ${err}`; })
       .finally(() => frame.close());  // the decoder gets its buffer back
   };
   return (frame, arrivedMs) => {
+    vr.main.taken++;
     if (pending) {
       pending.frame.close();
+      vr.main.overtaken++;
       vr.overtaken++;
     } else {
       setTimeout(drawPending, 0);
@@ -157,9 +149,59 @@ const takeFrame = (() => {
   };
 })();
 
+// The worker's word: a frame drawn into the 2D view (its stamp read), or one for the XR
+// texture (in VR), or an error. Its times are absolute: made this page's here.
+function onWorker({ data }) {
+  const pageMs = (abs) => abs - performance.timeOrigin;
+  if (data.counts) {
+    vr.worker = data.counts;
+    vr.overtaken = vr.main.overtaken + data.counts.overtaken;
+  }
+  if (data.type === "drawn") {
+    const arrivedMs = pageMs(data.arrived), drawnMs = pageMs(data.drawn);
+    keep(vr.workMs, drawnMs - arrivedMs);
+    frameSize = [data.width, data.height];
+    stamped({ seq: ++uploads, stamp: null, submittedMs: null, xrReported: false },
+      data.stamp, arrivedMs, drawnMs);
+  } else if (data.type === "frame") {
+    takeFrame(data.frame, pageMs(data.arrived));
+  } else if (data.type === "error") {
+    vr.error = data.error;
+  }
+}
+
+// A decoded frame from this thread (the WebCodecs decoder): to the worker, or drawn here.
+function decodedFrame(frame) {
+  if (worker) {
+    worker.postMessage({ type: "frame", frame,
+      arrived: performance.timeOrigin + performance.now() }, [frame]);
+  } else {
+    takeFrame(frame, performance.now());
+  }
+}
+
+// Hand the page's canvas to the worker (once): it draws the 2D view from now on.
+function startWorker(readable) {
+  worker = new Worker("/static/frames.js");
+  const canvas = view.transferControlToOffscreen();
+  worker.onmessage = onWorker;
+  worker.onerror = (event) => { vr.error = `worker: ${event.message}`; };
+  worker.postMessage({ type: "start", canvas, readable, layout: vr.layout },
+    readable ? [canvas, readable] : [canvas]);
+  vr.onXrActive = (active) => worker.postMessage({ type: "xr", active });
+}
+
 // MediaStreamTrackProcessor: every decoded VideoFrame as it comes, no <video>, no pacing.
 async function pumpFrames(track) {
-  const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
+  // maxBufferSize: Chromium's processor keeps 1 frame by default and drops the older one
+  // when the reader is a moment late; a few queued frames reach the reader, which keeps
+  // the newest and counts the rest as overtaken (not lost unseen).
+  const processor = new MediaStreamTrackProcessor({ track, maxBufferSize: 4 });
+  if (canUseWorker) {  // the whole stream goes to the worker: no 2D frame on this thread
+    startWorker(processor.readable);
+    return;
+  }
+  const reader = processor.readable.getReader();
   for (;;) {
     const { value: frame, done } = await reader.read();
     if (done) return;
@@ -180,8 +222,9 @@ function connectSocket() {
     send: (text) => ws.send(text),
     get readyState() { return ws.readyState === WebSocket.OPEN ? "open" : "closed"; },
   };
+  if (canUseWorker) startWorker(null);
   const decoder = new VideoDecoder({
-    output: (frame) => takeFrame(frame, performance.now()),
+    output: decodedFrame,
     error: (err) => { vr.error = `decoder: ${err}`; },
   });
   decoder.configure({ codec: "avc1.42E028", optimizeForLatency: true });  // Constrained Baseline
@@ -212,15 +255,18 @@ function onVideoFrame(now, meta) {
   if (video.videoWidth) {
     const drawn = draw(video, video.videoWidth, video.videoHeight);
     const drawnMs = performance.now();
+    vr.main.taken++;
+    vr.main.drawn++;
     keep(vr.workMs, drawnMs - arrivedMs);
-    stamped(drawn, stampOf(video, video.videoWidth), arrivedMs, drawnMs);
+    stamped(drawn, stampOfImage(video, eyeWidth(video.videoWidth, vr.layout)), arrivedMs,
+      drawnMs);
   }
   video.requestVideoFrameCallback(onVideoFrame);
 }
 
 function drawBoxes() {
   const ctx = boxes.getContext("2d");
-  const width = quad.width, height = quad.height;
+  const [width, height] = frameSize;
   const shown = vr.path === "video" ? video : view;
   boxes.width = shown.clientWidth;
   boxes.height = shown.clientHeight;
@@ -237,9 +283,23 @@ function drawBoxes() {
   }
 }
 
+// How the bridge packs the eyes (a stereo camera): from the /offer answer, or the
+// WebSocket's first message; mono unless it says otherwise.
+function setLayout(layout, where) {
+  if (!LAYOUTS.includes(layout)) {
+    vr.error = `${where}: frame_layout ${JSON.stringify(layout)}, expected one of ` +
+      `${LAYOUTS.join(", ")}; shown as mono`;
+    return;
+  }
+  vr.layout = document.body.dataset.layout = layout;
+  if (worker) worker.postMessage({ type: "layout", layout });
+}
+
 function onMessage(event) {
   const m = JSON.parse(event.data);
-  if (m.type === "pong") {
+  if (m.type === "layout") {
+    setLayout(m.frame_layout, "WebSocket");
+  } else if (m.type === "pong") {
     const now = performance.now(), rtt = now - m.t;
     if (rtt < vr.bestRttMs) {  // NTP-style: keep the exchange with the shortest round trip
       vr.bestRttMs = rtt;
@@ -279,8 +339,12 @@ async function showStats() {
       `${percentile(recent, 95).toFixed(1)} ms`;
   };
   const d = vr.detections;
+  const w = vr.worker;
   statsEl.textContent = [
-    `${fps.toFixed(1)} fps, ${vr.framesDecoded} frames decoded, ${quad.width}x${quad.height}`,
+    `${fps.toFixed(1)} fps, ${vr.framesDecoded} frames decoded, ${frameSize[0]}x${frameSize[1]} ` +
+      `${vr.layout}`,
+    w ? `page: ${w.decoded} frames taken, ${w.drawn} drawn (worker), ${w.overtaken} overtaken`
+      : `page: ${vr.overtaken} frames overtaken before drawing`,
     line("decoded", vr.decodedMs), line("drawn", vr.drawnMs),
     vr.xrMs.length ? line("XR frame", vr.xrMs) : "capture -> XR frame: not in VR",
     `jitter buffer ${jitterMs.toFixed(1)} ms, clock sync rtt ${vr.bestRttMs.toFixed(2)} ms`,
@@ -338,6 +402,7 @@ async function connect() {
   });
   const answer = await reply.json();
   if (!reply.ok) throw new Error(`${reply.status}: ${answer.error}`);
+  setLayout(answer.frame_layout ?? "mono", "/offer answer");
   await pc.setRemoteDescription(answer);
   // What the bridge's answer really negotiated (not what it says about itself).
   const extmap = pc.remoteDescription.sdp.split(/\r?\n/)
