@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -20,6 +21,9 @@ pytest_plugins = ["skip_policy"]  # under CI=true, unlisted skips fail (skip_pol
 # One DDS domain per test session, so parallel runs and stray nodes do not cross-talk.
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+# camera_node reads ${ROS_HOME}/camera_info/<camera_name>.yaml when no camera_info_url is
+# set (camera_info_manager's rule): a calibration saved on this machine must not leak into tests.
+os.environ["ROS_HOME"] = tempfile.mkdtemp(prefix="vrtest_ros_home_")
 
 
 def _have_install() -> bool:
