@@ -295,3 +295,25 @@ def test_ring_source_outlives_a_camera_restart(procs, ring_name):
         node.destroy_node()
         rclpy.shutdown(context=context)
     assert det.poll() is None, procs.output("detector_node")
+
+
+@needs_ros
+def test_ring_source_gives_a_stereo_pair_as_its_left_eye(ring_name):
+    """A detector on a stereo ring looks at the left eye (boxes in one eye's pixels), not
+    at the packed pair."""
+    from vr_stream_ros.ring.frame_ring import FrameRingWriter, FrameSpec
+    from vr_stream_ros.ros.frame_source import _RingFrames
+    writer = FrameRingWriter(ring_name, FrameSpec(64, 96, 3, "rgb8", 30.0, "top_bottom"),
+                             slots=3)
+    frames = _RingFrames(ring_name)
+    try:
+        pair = np.zeros((96, 64, 3), np.uint8)
+        pair[48:] = 200  # the right eye (bottom half) differs from the left
+        writer.write(pair, capture_ns=time.monotonic_ns())
+        frame = frames.take(timeout=2.0)
+        assert frame is not None
+        assert frame.pixels.shape == (48, 64, 3)
+        assert not frame.pixels.any()
+    finally:
+        frames.reader.close()
+        writer.close()

@@ -32,6 +32,7 @@ from rclpy.qos import (
 )
 from sensor_msgs.msg import CompressedImage, Image
 
+from vr_stream_ros.camera.layout import eye_views
 from vr_stream_ros.msg import FrameRef
 from vr_stream_ros.ring.frame_ring import FrameRingReader, RingNotFound
 from vr_stream_ros.ring.newest import NewestFrames
@@ -70,12 +71,15 @@ class _RingFrames:
         self.reader = FrameRingReader(ring_name)
         self.newest = NewestFrames(self.reader)
         self._rgb = self.reader.pixel_format == "rgb8"
+        # A stereo pair is looked at through its left eye: boxes in one eye's pixels.
+        self._eye = "mono" if self.reader.spec.layout == "mono" else "left"
 
     def take(self, timeout: float) -> Frame | None:
         view = self.newest.take(timeout)
         if view is None:
             return None
-        pixels = np.array(view.array)  # out of the ring before the slow part
+        # Out of the ring before the slow part.
+        pixels = np.array(eye_views(view.array, self.reader.spec.layout)[self._eye])
         if not self.newest.intact(view):
             return None
         return Frame(pixels, self._rgb, view.seq, view.capture_ns)
