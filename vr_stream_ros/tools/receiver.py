@@ -123,6 +123,7 @@ class StreamReceiver:
                                    tail_ms=tail_ms)
         self.rtx_payload_type = rtx_payload_type
         self.rtx_malformed = 0
+        self.rtcp_malformed = 0  # RTCP datagrams dropped as malformed (what came before kept)
         self.decoded_at_ns: list[int] = []  # decode time of every frame decoded (freezes)
         self.same_clock = same_clock
         self.report_interval = report_interval
@@ -197,6 +198,7 @@ class StreamReceiver:
     def _packet(self, data: bytes, peer: tuple[str, int] | None) -> list[ReceivedFrame]:
         if is_rtcp(data):
             report = parse_compound(data)
+            self.rtcp_malformed += bool(report.malformed)
             if report.detections is not None:
                 st = self.stats
                 st.detections_received += 1
@@ -418,6 +420,7 @@ class StreamReceiver:
             "decoded_at_ms": [round((t - self.decoded_at_ns[0]) / 1e6, 3)
                               for t in self.decoded_at_ns],
             "malformed_packets": d.malformed,
+            "malformed_rtcp": self.rtcp_malformed,
             "bytes": st.bytes,
             "mbit_per_s": round(st.bytes * 8 / 1e6 / duration, 3) if duration > 0 else 0.0,
             "jitter_ms": round(d.jitter / 90, 3),
