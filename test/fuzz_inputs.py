@@ -118,10 +118,15 @@ def _xr_block(rng: random.Random) -> bytes:
     return struct.pack("!BBH", block_type, rng.randrange(256), words) + payload
 
 
-def rtcp_compound(rng: random.Random) -> bytes:
+def rtcp_compound(rng: random.Random, media_ssrc: int | None = None) -> bytes:
     """A compound RTCP packet of 1-4 parts (SR, RR, XR blocks, APP VRFS/VRDT/other,
     generic NACK, unknown types), each part's fields chosen to hit every limit, then
-    maybe mutated."""
+    maybe mutated. Report blocks and NACKs name ``media_ssrc`` half the time."""
+    def media() -> bytes:
+        if media_ssrc is not None and rng.random() < 0.5:
+            return struct.pack("!I", media_ssrc)
+        return struct.pack("!I", rng.getrandbits(32))
+
     parts = []
     for _ in range(rng.randrange(1, 5)):
         kind = rng.randrange(8)
@@ -131,7 +136,8 @@ def rtcp_compound(rng: random.Random) -> bytes:
             parts.append(_rtcp(200, count, ssrc + rng.randbytes(20 + 24 * rng.randrange(4)), rng))
         elif kind == 1:  # RR
             count = rng.randrange(32)
-            parts.append(_rtcp(201, count, ssrc + rng.randbytes(24 * rng.randrange(4)), rng))
+            blocks = b"".join(media() + rng.randbytes(20) for _ in range(rng.randrange(4)))
+            parts.append(_rtcp(201, count, ssrc + blocks, rng))
         elif kind == 2:  # XR with blocks of every type and length
             body = ssrc + b"".join(_xr_block(rng) for _ in range(rng.randrange(0, 5)))
             parts.append(_rtcp(207, 0, body, rng))
@@ -146,7 +152,7 @@ def rtcp_compound(rng: random.Random) -> bytes:
             parts.append(_rtcp(204, 0, ssrc + rng.randbytes(rng.randrange(0, 40)), rng))
         elif kind == 6:  # generic NACK
             fci = rng.randbytes(4 * rng.choice([0, 1, 2, 64, 65, rng.randrange(0, 100)]))
-            parts.append(_rtcp(205, 1, ssrc + struct.pack("!I", rng.getrandbits(32)) + fci, rng))
+            parts.append(_rtcp(205, 1, ssrc + media() + fci, rng))
         else:  # any RTCP type, any body
             parts.append(_rtcp(rng.randrange(192, 224), rng.randrange(32),
                                rng.randbytes(rng.randrange(0, 80)), rng))

@@ -7,6 +7,7 @@ counters say what was dropped."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import socket
@@ -29,8 +30,8 @@ from vr_stream_ros.rtp.rtx import RTX_PAYLOAD_TYPE, rtx_packet
 from vr_stream_ros.tools.receiver import StreamReceiver
 
 SSRC = 0x5EED
-N_BRIDGE = fuzz_n(20_000)
-N_RECEIVER = fuzz_n(5_000)
+N_BRIDGE = fuzz_n(30_000)
+N_RECEIVER = fuzz_n(4_000)
 SOCKET_N = 400
 MAX_GROWTH = 8 << 20  # RSS: allocator noise, not a leak (a leak grows with the count)
 
@@ -48,13 +49,27 @@ def _jpeg_packets(seed: int) -> list[bytes]:
 
 
 def _receiver_inputs(rng: random.Random, n: int):
-    """RTP/JPEG packets mutated, reordered, re-stamped; RTX of them; RTCP; random bytes."""
+    """``n`` datagrams: RTP/JPEG packets mutated, reordered, re-stamped, whole frames;
+    RTX of them; RTCP; random bytes."""
+    return itertools.islice(_receiver_stream(rng), n)
+
+
+def _receiver_stream(rng: random.Random):
     valid = _jpeg_packets(rng.randrange(1000))
     yield sender_report(SSRC, 1, 1, 1, 1)  # so RTX has a media SSRC
-    for i in range(n - 1):
-        kind = rng.randrange(10)
+    i = 0
+    while True:
+        kind = rng.randrange(11)
         packet = rng.choice(valid)
-        if kind < 4:
+        i += 1
+        if kind == 10:  # a whole frame in order, now and then a packet changed or left out
+            seq, ts = rng.getrandbits(16), rng.getrandbits(32)
+            for j, p in enumerate(valid[:len(valid) // 4]):
+                header = bytearray(p)
+                struct.pack_into("!HI", header, 2, (seq + j) & 0xFFFF, ts)
+                if rng.random() < 0.9:
+                    yield bytes(header) if rng.random() < 0.9 else mutate(rng, bytes(header))
+        elif kind < 4:
             yield mutate(rng, packet)
         elif kind < 6:  # a new sequence number and timestamp: new frames, gaps, jumps
             header = bytearray(packet)
@@ -82,10 +97,11 @@ def test_bridge_feedback_takes_hostile_rtcp_without_raising_and_counts_it() -> N
         nacks += len(fb.nacks)
         fb.nacks = []  # as the sink serves them after each read
 
-    run = drive(handle, (rtcp_compound(rng) for _ in range(N_BRIDGE)))
+    run = drive(handle, (rtcp_compound(rng, SSRC) for _ in range(N_BRIDGE)))
     assert run.inputs == N_BRIDGE == fb.reports + fb.malformed
     assert fb.malformed > N_BRIDGE // 10, "the generator must reach the malformed paths"
     assert fb.reports > N_BRIDGE // 10, "... and the well-formed ones"
+    assert nacks > 0, "... and NACKs for our stream"
     assert run.growth_bytes < MAX_GROWTH, run
     print(f"bridge RTCP: {run.inputs} inputs in {run.seconds:.1f} s, {fb.malformed} "
           f"malformed, {fb.reports} parsed, {nacks} NACKs, slowest {run.slowest_s * 1e3:.1f} "
@@ -112,6 +128,7 @@ def test_receiver_takes_hostile_rtp_and_rtcp_without_raising_and_counts_it() -> 
         d = receiver.depacketizer
         assert run.inputs == N_RECEIVER
         assert d.malformed > 0 and receiver.rtcp_malformed > 0 and receiver.rtx_malformed > 0
+        assert receiver.stats.frames_decoded > 0, "whole frames reach the decoder too"
         assert d.pending <= d.MAX_PENDING_HELD
         assert len(receiver.tracker._missing) <= MAX_MISSING
         assert run.growth_bytes < MAX_GROWTH, run
@@ -131,10 +148,22 @@ def test_nack_tracker_gaps_stay_bounded_when_sequence_numbers_jump() -> None:
     later, so a burst of jumping packets grew the table (and every poll's scan) without
     bound."""
     tracker = NackTracker()
-    for i in range(200):
+    for i in range(20):
         tracker.on_packet((i * 2999) & 0xFFFF, 1_000_000)
-    assert len(tracker._missing) <= MAX_MISSING
-    assert tracker.lost >= 199 * 2998 - MAX_MISSING, "the forgotten gaps count as lost"
+    assert len(tracker._missing) == MAX_MISSING
+    assert tracker.lost == 19 * 2998 - MAX_MISSING, "the forgotten gaps count as lost"
+
+
+def test_receiver_survives_a_frame_too_small_for_the_stamp() -> None:
+    """Regression: a 64x48 frame made read_stamp raise ValueError out of the receiver
+    (the process died); it is now decoded and counted as unreadable."""
+    receiver = StreamReceiver(free_port(socket.SOCK_DGRAM))
+    try:
+        for packet in _jpeg_packets(1)[:len(_jpeg_packets(1)) // 4]:  # the first frame
+            receiver._packet(packet, None)
+        assert receiver.stats.frames_decoded == 1 and receiver.stats.unreadable == 1
+    finally:
+        receiver.close()
 
 
 def test_bridge_socket_takes_hostile_rtcp_from_the_headset_address() -> None:
@@ -152,7 +181,7 @@ def test_bridge_socket_takes_hostile_rtcp_from_the_headset_address() -> None:
         read = 0
         for i in range(SOCKET_N):
             stranger.sendto(receiver_reference_time(1, 1), bridge)
-            headset.sendto(rtcp_compound(rng) or b"\x80", bridge)
+            headset.sendto(rtcp_compound(rng, SSRC), bridge)
             if i % 50 == 49:
                 time.sleep(0.01)  # let the socket buffer drain as the sink does
                 for packet in sender.poll_feedback():
@@ -178,16 +207,18 @@ def test_receiver_process_takes_hostile_datagrams_and_says_what_it_dropped(tmp_p
     summary = tmp_path / "receiver.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "vr_stream_ros.tools.receiver", "--port", str(port), "--bind",
-         "127.0.0.1", "--duration", "4", "--quiet", "--nack", "--summary-json", str(summary)],
+         "127.0.0.1", "--quiet", "--nack", "--summary-json", str(summary)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        assert "listening on" in proc.stdout.readline()
         out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        time.sleep(1.0)  # the receiver binds its port (4 s of run time left)
         sent = list(_receiver_inputs(rng, SOCKET_N))
         for i, packet in enumerate(sent):
             out.sendto(packet, ("127.0.0.1", port))
             if i % 20 == 19:
                 time.sleep(0.002)  # not a buffer overflow test
+        time.sleep(2.0)  # read and handled (each within MAX_INPUT_S in process)
+        proc.terminate()  # the receiver writes its summary on SIGTERM
         output = proc.communicate(timeout=20)[0]
     finally:
         proc.kill()

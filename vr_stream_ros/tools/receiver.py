@@ -345,7 +345,10 @@ class StreamReceiver:
             st.frames_concealed += 1
             st.stale_frames += frame.stale
         self.window_frames += 1
-        stamp = read_stamp(image)
+        try:
+            stamp = read_stamp(image)
+        except ValueError:  # a frame too small to carry a stamp: counted as unreadable
+            stamp = None
         if stamp is None:
             st.unreadable += 1
         else:
