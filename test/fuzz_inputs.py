@@ -144,9 +144,9 @@ def rtcp_compound(rng: random.Random, media_ssrc: int | None = None) -> bytes:
         elif kind == 3:  # APP VRFS: frame stamps, whole or not
             stamps = rng.randbytes(rng.choice([28 * rng.randrange(0, 50), rng.randrange(0, 100)]))
             parts.append(_rtcp(204, rng.randrange(32), ssrc + b"VRFS" + stamps, rng))
-        elif kind == 4:  # APP VRDT: JSON of any shape, or not JSON
+        elif kind == 4:  # APP VRDT: JSON of any shape, nested too deep, or not JSON
             text = json.dumps(random_json(rng)).encode() if rng.random() < 0.8 else \
-                rng.randbytes(rng.randrange(0, 200))
+                rng.choice([b"[" * 3000 + b"]" * 3000, rng.randbytes(rng.randrange(0, 200))])
             parts.append(_rtcp(204, 0, ssrc + b"VRDT" + text, rng))
         elif kind == 5:  # APP with another name, or too short for one
             parts.append(_rtcp(204, 0, ssrc + rng.randbytes(rng.randrange(0, 40)), rng))

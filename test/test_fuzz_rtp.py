@@ -25,7 +25,7 @@ from vr_stream_ros.net.senders import UdpRtpSender
 from vr_stream_ros.rtp.feedback import HeadsetFeedback
 from vr_stream_ros.rtp.jpeg import JpegPacketizer
 from vr_stream_ros.rtp.nack import MAX_MISSING, NackTracker
-from vr_stream_ros.rtp.rtcp import receiver_reference_time, sender_report
+from vr_stream_ros.rtp.rtcp import parse_compound, receiver_reference_time, sender_report
 from vr_stream_ros.rtp.rtx import RTX_PAYLOAD_TYPE, rtx_packet
 from vr_stream_ros.tools.receiver import StreamReceiver
 
@@ -164,6 +164,14 @@ def test_receiver_survives_a_frame_too_small_for_the_stamp() -> None:
         assert receiver.stats.frames_decoded == 1 and receiver.stats.unreadable == 1
     finally:
         receiver.close()
+
+
+def test_vrdt_json_nested_too_deep_is_malformed_not_a_crash() -> None:
+    """Regression: an APP VRDT of '[[[[...' raised RecursionError out of parse_compound
+    (which never raises): the bridge's feedback and the receiver would have died."""
+    body = struct.pack("!I4s", 1, b"VRDT") + b"[" * 2000 + b"]" * 2000
+    packet = struct.pack("!BBH", 0x80, 204, len(body) // 4) + body
+    assert "not UTF-8 JSON" in parse_compound(packet).malformed
 
 
 def test_bridge_socket_takes_hostile_rtcp_from_the_headset_address() -> None:
