@@ -63,5 +63,5 @@ clean:
 .PHONY: fuzz
 FUZZ_N ?= 100000
 fuzz: setup
-	@FUZZ_N=$(FUZZ_N) $(ENV) python -m pytest -q -s --timeout 1800 \
+	@$(ENV) FUZZ_N=$(FUZZ_N) python -m pytest -q -s --timeout 1800 \
 		test/test_fuzz_http.py test/test_fuzz_rtp.py test/test_fuzz_params.py $(PYTEST_ARGS)

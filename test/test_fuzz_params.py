@@ -143,9 +143,9 @@ def test_random_values_are_accepted_in_range_or_refused_by_name() -> None:
 
     def item() -> tuple[ParamSpec, object]:
         spec, v = rng.choice(specs), value()
-        if "IPv4" in spec.expects and isinstance(v, str) and any(c.isalpha() for c in v):
-            v = "".join(c for c in v if not c.isalpha())  # a host name waits for DNS (up
-            # to the resolver's 5 s timeout here): once per start, not per input
+        if "IPv4" in spec.expects and any(c.isalpha() for c in str(v)):
+            v = "".join(c for c in str(v) if not c.isalpha())  # a host name waits for DNS
+            # (up to the resolver's 5 s timeout here): once per start, not per input
         return spec, v
 
     run = drive(handle, (item() for _ in range(N)))
