@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-MAX_INPUT_S = 1.0
+MAX_INPUT_S = 5.0  # a hang, not scheduler noise on a loaded machine (slowest seen: 0.9 s)
 
 
 def fuzz_n(default: int) -> int:
