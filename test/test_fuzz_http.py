@@ -41,6 +41,7 @@ from vr_stream_ros.webrtc.reports import (
 from vr_stream_ros.webrtc.server import WebRtcConfig, WebRtcServer
 
 N = fuzz_n(30_000)
+SOCKET_MESSAGES = 300
 TOKEN = "s3cret-TOKEN_0123456789abcdef"
 HOST = "127.0.0.1:8443"
 OFFER_SDP = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -272,13 +273,28 @@ def test_a_hostile_client_gets_refusals_while_a_viewer_keeps_its_frames() -> Non
         async with aiohttp.ClientSession() as viewer_session:
             ws = await viewer_session.ws_connect(f"{base}/ws?token={TOKEN}", ssl=False)
 
+            pongs = [0]
+
             async def read() -> None:
                 async for message in ws:
                     frames[0] += message.type == aiohttp.WSMsgType.BINARY
+                    pongs[0] += message.type == aiohttp.WSMsgType.TEXT and '"pong"' in \
+                        message.data
 
             reader = asyncio.ensure_future(read())
             await asyncio.sleep(0.5)
             before = frames[0]
+            # The page's own channel, hostile: what the data channel would carry.
+            messages = _report_messages(random.Random(25))
+            sent_messages = 0
+            for _ in range(SOCKET_MESSAGES):
+                message = next(messages)
+                if len(message) > 64 * 1024:
+                    continue  # over the socket's frame limit: aiohttp closes it (by design)
+                await (ws.send_bytes(message) if isinstance(message, bytes)
+                       else ws.send_str(message))
+                sent_messages += 1
+            await ws.send_str(json.dumps({"type": "ping", "id": 1, "t": 1.5}))
             attacker = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=50)
             async with aiohttp.ClientSession(connector=attacker) as s:
                 t = f"?token={TOKEN}"
@@ -309,6 +325,8 @@ def test_a_hostile_client_gets_refusals_while_a_viewer_keeps_its_frames() -> Non
             results["after"] = frames[0] - before - during
             results["during"] = during
             results["legit_page"] = await _status(viewer_session, "GET", f"{base}/{t}")
+            results["messages"] = [sent_messages]
+            results["pongs"] = [pongs[0]]
             await ws.close()
             reader.cancel()
         return results
@@ -334,11 +352,16 @@ def test_a_hostile_client_gets_refusals_while_a_viewer_keeps_its_frames() -> Non
     assert statuses.count(429) == len(statuses) - (BLOCK_AFTER - 1), statuses
     assert r["legit_page"] == 200, "the guessing address is blocked, not everyone"
     assert r["during"] > 0 and r["after"] > 0, "the viewer kept receiving frames"
+    assert server.reports_malformed > r["messages"][0] // 2, "hostile page messages counted"
+    assert r["pongs"][0] >= 1, "and the good ping among them answered"
     refusal_lines = [line for line in lines if line.startswith("refused")]
     assert len(refusal_lines) <= 2 * len(server.refused), refusal_lines
     assert server.refused["not_connected"] >= 1
-    print(f"socket: {sum(len(v) for v in r.values() if isinstance(v, list))} hostile requests,"
+    requests = sum(len(r[k]) for k in ("origin", "too_large", "malformed", "flood",
+                                       "non_ascii", "token"))
+    print(f"socket: {requests} hostile requests,"
           f" refused {server.refused}, viewer frames {r['during']} during / {pushed[0]} pushed,"
+          f" {server.reports_malformed} of {r['messages'][0]} page messages malformed,"
           f" {len(refusal_lines)} log lines, RSS +{(rss_bytes() - rss) >> 20} MiB")
 
 
