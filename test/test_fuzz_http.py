@@ -16,7 +16,7 @@ import time
 
 import aiohttp
 import pytest
-from conftest import free_port, wait_for
+from conftest import free_port, needs_ros, wait_for
 from fuzz_inputs import drive, fuzz_n, mutate, random_json, rss_bytes
 
 from vr_stream_ros.webrtc import guard as guard_module
@@ -371,3 +371,24 @@ def _is_refused(body: bytes) -> bool:
     except OfferError:
         return True
     return False
+
+
+@needs_ros
+def test_the_token_is_printed_on_the_terminal_not_logged(procs, ring_name, tmp_path,
+                                                         monkeypatch) -> None:
+    """Every ROS log line also goes out on /rosout to the whole DDS domain (the LAN) and
+    into the ROS log file; the URL with the token goes to the bridge's terminal only. The
+    log file (the same logger output /rosout carries) has the start line, not the token."""
+    log_dir = tmp_path / "ros_log"
+    monkeypatch.setenv("ROS_LOG_DIR", str(log_dir))
+    port = free_port(socket.SOCK_STREAM)
+    procs.node("camera_node", "fps:=10")
+    procs.node("headset_bridge_node", "transport:=webrtc", f"webrtc_port:={port}",
+               "webrtc_bind:=127.0.0.1", "webrtc_token:=t0ken-not-for-the-lan")
+    assert procs.wait_for_output("headset_bridge_node", r"open https://\S+\?token=t0ken", 60), \
+        procs.output("headset_bridge_node")
+    logged = wait_for(lambda: "viewers on https://" in "".join(
+        p.read_text(errors="replace") for p in log_dir.rglob("*") if p.is_file()), 10)
+    assert logged, list(log_dir.rglob("*"))
+    assert "t0ken" not in "".join(p.read_text(errors="replace")
+                                  for p in log_dir.rglob("*") if p.is_file())
