@@ -61,3 +61,11 @@ dashboard: setup
 
 clean:
 	rm -rf build install log
+
+# Hostile input on every listening surface, 100k inputs each in process (make test runs
+# fewer: see each test file's fuzz_n default); FUZZ_N= to change.
+.PHONY: fuzz
+FUZZ_N ?= 100000
+fuzz: setup
+	@$(ENV) FUZZ_N=$(FUZZ_N) python -m pytest -q -s --timeout 1800 \
+		test/test_fuzz_http.py test/test_fuzz_rtp.py test/test_fuzz_params.py $(PYTEST_ARGS)

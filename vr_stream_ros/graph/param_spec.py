@@ -9,6 +9,7 @@ what is allowed. No rclpy here.
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -85,7 +86,8 @@ class ParamSpec:
         elif self.check is not None:
             wrong = self.check(value)
         if wrong:
-            raise ParameterError(f"parameter '{self.name}': got {value!r}, expected {wrong}")
+            raise ParameterError(f"parameter '{self.name}': got {_shown(value)}, "
+                                 f"expected {wrong}")
         return value
 
 
@@ -109,9 +111,9 @@ def _coerce(spec: ParamSpec, value: Any) -> Value:
                 raise TypeError
             return int(value)
         if kind is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
+            if isinstance(value, bool) or not math.isfinite(number := float(value)):
+                raise TypeError  # nan passes every range check; inf is no setting
+            return number
         if kind is list:
             if isinstance(value, str):
                 text = value.strip().strip("[]")
@@ -120,7 +122,14 @@ def _coerce(spec: ParamSpec, value: Any) -> Value:
         return str(value)
     except (TypeError, ValueError):
         raise ParameterError(
-            f"parameter '{spec.name}': got {value!r}, expected {spec.allowed()}") from None
+            f"parameter '{spec.name}': got {_shown(value)}, expected {spec.allowed()}"
+        ) from None
+
+
+def _shown(value: Any) -> str:
+    """The value as quoted in an error: its repr, cut to 80 characters (one short line)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def validate_all(specs: Iterable[ParamSpec], values: Mapping[str, Any]) -> dict[str, Value]:
@@ -138,6 +147,7 @@ IPV4_HOST = "an IPv4 address (e.g. 192.168.1.100) or a resolvable host name"
 """What an IPv4 host parameter expects."""
 NAME = "1-200 characters from [A-Za-z0-9_.-]"
 CPU_LIST = "a CPU list like '2', '2,3' or '0-1' ('' = any CPU)"
+MAX_CPUS = 1024  # CPU_SETSIZE of glibc's sched_setaffinity
 
 
 def resolve_ipv4_host(value: object) -> str | None:
@@ -175,7 +185,10 @@ def parse_cpu_list(value: str) -> tuple[int, ...]:
         if not part:
             continue
         lo, _, hi = part.partition("-")
-        cpus += range(int(lo), int(hi or lo) + 1)
+        first, last = int(lo), int(hi or lo)
+        if not 0 <= first <= last < MAX_CPUS:  # '0-99999999999' would fill the memory
+            raise ValueError(f"CPU range {part!r}")
+        cpus += range(first, last + 1)
     return tuple(cpus)
 
 

@@ -66,6 +66,9 @@ class HeadsetBridgeNode(RingNode):
                                      QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         self.start_worker("video", lambda: self._loop.run(self._stop))
         self.get_logger().info(self._describe(spec))
+        if p["transport"] == "webrtc":  # the token on this terminal only: log lines also
+            # go out on /rosout, which every participant of the DDS domain can read
+            print(f"[headset_bridge_node] open {self._sink.server.url}", flush=True)
 
     def _check_ring(self, spec: FrameSpec) -> FrameSpec:
         name = self.p["ring_name"]
@@ -162,7 +165,8 @@ class HeadsetBridgeNode(RingNode):
         if p["transport"] == "webrtc":
             return (f"ring {spec.width}x{spec.height}{stereo} @ {self._fps:g} fps -> H.264 "
                     f"(ultrafast, zerolatency, {p['bitrate_mbps']:g} Mbit/s) -> WebRTC, up to "
-                    f"{p['max_viewers']} viewers; open {self._sink.server.url}")
+                    f"{p['max_viewers']} viewers on {self._sink.server.url.split('?')[0]} "
+                    "(URL with its token printed on this terminal)")
         return (f"ring {spec.width}x{spec.height}{stereo} -> JPEG q{p['jpeg_quality']} -> "
                 f"RTP/{p['transport'].upper()} {p['headset_ip']}:{p['headset_port']} "
                 f"(mtu {p['mtu']}, dscp {p['dscp']}"

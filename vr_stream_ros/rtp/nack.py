@@ -31,6 +31,7 @@ then came on their own.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections import deque
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class _Missing:
 MAX_WAIT_MS = 8.0
 """The measured tolerances never grow past this (half a 60 fps frame period): a repair
 must still arrive within the two frame periods the bridge resends for."""
+MAX_MISSING = 3000  # gaps remembered at most (one sender jump of MAX_DROPOUT)
 
 
 def _p95(samples: deque[int]) -> int:
@@ -179,20 +181,32 @@ class NackTracker:
         elif retransmitted or ext <= self._highest:
             return  # a duplicate, or a repair of something already given up
         if ext > self._highest:
+            wait_ns = self.reorder_wait_ns  # once: a percentile per gap made a jump cost ~60 ms
             for gap in range(max(self._highest + 1, ext - 3000), ext):
                 if gap not in self._missing:
-                    self._missing[gap] = _Missing(now_ns, now_ns + self.reorder_wait_ns)
+                    self._missing[gap] = _Missing(now_ns, now_ns + wait_ns)
             self._highest = ext
+            self._bound_missing()
         if span is not None:
             first, count = span
             end = self._extend((first + count - 1) & 0xFFFF)
             if 0 <= end - ext < 3000:
                 self._span_end = max(self._span_end or end, end)
 
+    def _bound_missing(self) -> None:
+        """Give up the oldest gaps beyond MAX_MISSING: sequence numbers jumping ahead
+        (a hostile or broken sender) would otherwise add 3000 each until ``due`` runs."""
+        excess = len(self._missing) - MAX_MISSING
+        if excess > 0:  # in one pass: popping the first key again and again is quadratic
+            for ext in list(itertools.islice(self._missing, excess)):
+                del self._missing[ext]
+            self.lost += excess
+
     def due(self, now_ns: int) -> list[int]:
         """The 16-bit sequence numbers to ask for now (each counted as asked)."""
         self._tail(now_ns)
         seqs = []
+        repair_wait_ns = self.repair_wait_ns  # once, not per packet asked for
         for ext, m in list(self._missing.items()):
             if now_ns - m.noticed_ns >= self.give_up_ns or (
                     m.asked >= self.rounds and now_ns >= m.next_ask_ns):
@@ -201,7 +215,7 @@ class NackTracker:
             elif self.enabled and m.asked < self.rounds and now_ns >= m.next_ask_ns:
                 m.asked += 1
                 m.last_ask_ns = now_ns
-                m.next_ask_ns = now_ns + self.repair_wait_ns
+                m.next_ask_ns = now_ns + repair_wait_ns
                 seqs.append(ext & 0xFFFF)
         if seqs:
             self.nacks_sent += 1
@@ -218,6 +232,7 @@ class NackTracker:
             self._missing.setdefault(ext, _Missing(now_ns, now_ns,
                                                    quiet_from_ns=self._last_arrival_ns or 1))
         self._highest = self._span_end
+        self._bound_missing()
 
     def next_due_ns(self) -> int | None:
         """When ``due`` may next have work (None: nothing missing or expected)."""

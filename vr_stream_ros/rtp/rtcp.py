@@ -170,8 +170,9 @@ def _parse_detections(payload: memoryview) -> DetectionsMeta:
     what = "RTCP APP VRDT"
     try:
         data = json.loads(bytes(payload).decode())
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise RtcpError(f"{what}: not UTF-8 JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError;
+        # RecursionError: '[[[[...' nested deeper than the interpreter's stack
+        raise RtcpError(f"{what}: not UTF-8 JSON ({str(exc)[:80]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("boxes"), list) or not all(
             type(data.get(k)) is int for k in ("frame", "sent_with")):
         raise RtcpError(f'{what}: expected {{"frame": int, "sent_with": int, "boxes": '

@@ -173,6 +173,7 @@ class StreamReceiver:
                                    tail_ms=tail_ms)
         self.rtx_payload_type = rtx_payload_type
         self.rtx_malformed = 0
+        self.rtcp_malformed = 0  # RTCP datagrams dropped as malformed (what came before kept)
         self.decoded_at_ns: list[int] = []  # decode time of every frame decoded (freezes)
         self.same_clock = same_clock
         self.report_interval = report_interval
@@ -247,6 +248,7 @@ class StreamReceiver:
     def _packet(self, data: bytes, peer: tuple[str, int] | None) -> list[ReceivedFrame]:
         if is_rtcp(data):
             report = parse_compound(data)
+            self.rtcp_malformed += bool(report.malformed)
             if report.detections is not None:
                 st = self.stats
                 st.detections_received += 1
@@ -393,7 +395,10 @@ class StreamReceiver:
             st.frames_concealed += 1
             st.stale_frames += frame.stale
         self.window_frames += 1
-        stamp = self._read_stamps(image, decoded_ns)
+        try:
+            stamp = self._read_stamps(image, decoded_ns)
+        except ValueError:  # a frame too small to carry a stamp (or an odd stereo half)
+            stamp = None
         if stamp is None:
             st.unreadable += 1
         else:
@@ -494,6 +499,7 @@ class StreamReceiver:
             "decoded_at_ms": [round((t - self.decoded_at_ns[0]) / 1e6, 3)
                               for t in self.decoded_at_ns],
             "malformed_packets": d.malformed,
+            "malformed_rtcp": self.rtcp_malformed,
             "bytes": st.bytes,
             "mbit_per_s": round(st.bytes * 8 / 1e6 / duration, 3) if duration > 0 else 0.0,
             "jitter_ms": round(d.jitter / 90, 3),

@@ -65,8 +65,8 @@ def parse_report(message: str | bytes) -> Report:
         raise MalformedReport(f"message of {len(message)} bytes (at most {MAX_MESSAGE})")
     try:
         data = json.loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedReport(f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: '[[[[...' too deep
+        raise MalformedReport(f"not JSON: {str(exc)[:80]}") from None
     if not isinstance(data, dict):
         raise MalformedReport(f"expected a JSON object, got {type(data).__name__}")
     kind = data.get("type")

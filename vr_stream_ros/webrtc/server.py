@@ -32,10 +32,19 @@ from dataclasses import dataclass, field
 from aiortc.mediastreams import MediaStreamTrack
 
 from vr_stream_ros.webrtc import playout_delay
+from vr_stream_ros.webrtc.guard import (
+    MAX_OFFER_BYTES,
+    Guard,
+    OfferError,
+    RateLimitedLog,
+    check_offer,
+)
 from vr_stream_ros.webrtc.reports import MalformedReport, parse_report
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 VIEWER_QUEUE = 8  # access units a slow viewer may hold before it is reset to a keyframe
+MAX_NEGOTIATIONS = 2  # offers answered at once; more get 503 (bounded work under a flood)
+CONNECT_DEADLINE_S = 15.0  # an answered viewer not connected by then is dropped (its slot freed)
 
 
 @dataclass(frozen=True)
@@ -162,8 +171,14 @@ class WebRtcServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner = None
-        self.refused = {"token": 0, "full": 0}
+        self.refused = {"token": 0, "full": 0, "origin": 0, "blocked": 0, "too_large": 0,
+                        "malformed": 0, "busy": 0, "not_connected": 0}
         self.reports_malformed = 0
+        self.guard = Guard(self.token)
+        self._log_refusal = RateLimitedLog(log)
+        self._negotiating = 0
+        self._timers: set[asyncio.Future] = set()
+        self.connect_deadline_s = CONNECT_DEADLINE_S
 
     # -- life cycle (any thread) ---------------------------------------------------------
     def start(self, timeout: float = 10.0) -> str:
@@ -235,7 +250,7 @@ class WebRtcServer:
         _allow_loopback_candidates()
         if self._delay is not None:
             playout_delay.enable_playout_delay()
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_OFFER_BYTES)
         app.router.add_get("/", self._page)
         app.router.add_post("/offer", self._offer)
         app.router.add_get("/ws", self._websocket)
@@ -249,6 +264,7 @@ class WebRtcServer:
             if not cert:
                 cert, key = self_signed_certificate(page_host(self.config.bind))
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
             try:
                 ssl_context.load_cert_chain(cert, key)
             except (OSError, ssl.SSLError) as exc:
@@ -258,34 +274,73 @@ class WebRtcServer:
                            ssl_context=ssl_context)
         await site.start()
 
-    def _authorised(self, request) -> bool:
-        ok = secrets.compare_digest(request.query.get("token", ""), self.token)
-        if not ok:
-            self.refused["token"] += 1
-        return ok
+    async def _admit(self, request):
+        """None for a request with the token from an allowed origin; else the refusal
+        (counted in ``refused``, logged at a limited rate, delayed for a guessing client)."""
+        verdict = self.guard.check(request.remote, request.query.get("token", ""),
+                                    request.headers.get("Origin"), request.host,
+                                    "https" if self.config.tls else "http")
+        if verdict is None:
+            return None
+        return await self._refuse(request, verdict.status, verdict.kind, verdict.message,
+                                  verdict.delay_s)
+
+    async def _refuse(self, request, status: int, kind: str, message: str,
+                      delay_s: float = 0.0):
+        from aiohttp import web
+        self.refused[kind] += 1
+        self._log_refusal(kind, f"{request.method} {request.path} from {request.remote}: "
+                          f"{status} {message}")
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return web.json_response({"error": f"{status}: {message}"}, status=status)
 
     async def _page(self, request):
         from aiohttp import web
-        if not self._authorised(request):
-            return web.Response(status=403, text="403: this page needs ?token=... (printed "
-                                "by headset_bridge_node at start-up)\n")
+        refused = await self._admit(request)
+        if refused is not None:
+            return refused
         with open(os.path.join(WEB_DIR, "index.html")) as f:
             html = f.read().replace("{{QUAD}}", self.config.quad)
         return web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store"})
 
     async def _offer(self, request):
-        from aiohttp import web
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-        refused = self._refusal(request)
+        from aiortc import RTCSessionDescription
+        refused = await self._refusal(request)
         if refused is not None:
             return refused
+        body = await self._offer_body(request)
+        if not isinstance(body, dict):
+            return body
+        if self._negotiating >= MAX_NEGOTIATIONS:
+            return await self._refuse(request, 503, "busy", f"{self._negotiating} offers "
+                                      "being answered already; try again")
+        self._negotiating += 1
         try:
-            body = await request.json()
-            offer = RTCSessionDescription(sdp=str(body["sdp"]), type=str(body["type"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            return web.json_response({"error": f"expected JSON {{sdp, type}}: {exc}"},
-                                     status=400)
+            return await self._answer(request, RTCSessionDescription(**body))
+        finally:
+            self._negotiating -= 1
+
+    async def _offer_body(self, request):
+        """The checked offer {sdp, type}, or the 413/400 response refusing it (read no
+        more than MAX_OFFER_BYTES)."""
+        from aiohttp import web
+        if (request.content_length or 0) > MAX_OFFER_BYTES:
+            return await self._refuse(request, 413, "too_large", f"offer of "
+                                      f"{request.content_length} bytes, expected at most "
+                                      f"{MAX_OFFER_BYTES}")
+        try:
+            return check_offer(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            return await self._refuse(request, 413, "too_large", "offer body over "
+                                      f"{MAX_OFFER_BYTES} bytes")
+        except OfferError as exc:
+            return await self._refuse(request, 400, "malformed", str(exc))
+
+    async def _answer(self, request, offer):
+        from aiohttp import web
+        from aiortc import RTCConfiguration, RTCPeerConnection
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: LAN only
         viewer_id = self._next_id
         self._next_id += 1
@@ -314,9 +369,12 @@ class WebRtcServer:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # a browser offer aiortc cannot answer
             await self._drop(viewer_id)
-            return web.json_response({"error": f"cannot answer this offer: {exc}"},
-                                     status=400)
+            return await self._refuse(request, 400, "malformed",
+                                      f"cannot answer this offer: {str(exc)[:120]}")
         self._request_keyframe()
+        timer = asyncio.ensure_future(self._expire_unconnected(viewer_id, request.remote))
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
         delay = "not negotiated"
         if self._delay is not None and playout_delay.URI in pc.localDescription.sdp:
             delay = f"min {self._delay.min_ms} max {self._delay.max_ms} ms"
@@ -326,22 +384,31 @@ class WebRtcServer:
                                   "type": pc.localDescription.type,
                                   "frame_layout": self.config.frame_layout})
 
-    def _refusal(self, request):
-        """The error response for a request without the token or beyond max_viewers."""
-        from aiohttp import web
-        if not self._authorised(request):
-            return web.json_response({"error": "bad or missing token"}, status=403)
-        if len(self._viewers) >= self.config.max_viewers:
-            self.refused["full"] += 1
-            return web.json_response(
-                {"error": f"{len(self._viewers)} viewers already (max_viewers "
-                          f"{self.config.max_viewers})"}, status=503)
-        return None
+    async def _refusal(self, request):
+        """The error response for a request refused by ``_admit`` or beyond max_viewers."""
+        refused = await self._admit(request)
+        if refused is None and len(self._viewers) >= self.config.max_viewers:
+            refused = await self._refuse(request, 503, "full", f"{len(self._viewers)} "
+                                         f"viewers already (max_viewers "
+                                         f"{self.config.max_viewers})")
+        return refused
+
+    async def _expire_unconnected(self, viewer_id: int, remote: str | None) -> None:
+        """Free the slot of an answered viewer that never connects (an offer posted and
+        abandoned would otherwise hold one of max_viewers for good)."""
+        await asyncio.sleep(self.connect_deadline_s)
+        viewer = self._viewers.get(viewer_id)
+        if viewer is not None and viewer.pc is not None and \
+                viewer.pc.connectionState != "connected":
+            self.refused["not_connected"] += 1
+            self._log_refusal("not_connected", f"viewer {viewer_id} from {remote} not "
+                              f"connected {self.connect_deadline_s:.0f} s after its answer")
+            await self._drop(viewer_id)
 
     async def _websocket(self, request):
         """A WebCodecs viewer: access units out (binary), reports and pings in (text)."""
         from aiohttp import WSMsgType, web
-        refused = self._refusal(request)
+        refused = await self._refusal(request)
         if refused is not None:
             return refused
         # compress=False: H.264 does not deflate, and deflating 60 access units a second
@@ -413,6 +480,8 @@ class WebRtcServer:
             self._log(f"viewer {viewer_id} left ({len(self._viewers)} connected)")
 
     async def _shutdown(self) -> None:
+        for timer in list(self._timers):
+            timer.cancel()
         for viewer_id in list(self._viewers):
             await self._drop(viewer_id)
         if self._runner is not None:
