@@ -182,7 +182,8 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               min=1, max=65535),
     ParamSpec("webrtc_token", "",
               "transport:=webrtc: session token the page URL must carry ('' = a new random "
-              "one each start, printed in the log)."),
+              "one each start, printed with the URL on the bridge's terminal, not in the ROS "
+              "log)."),
     ParamSpec("webrtc_tls", True,
               "transport:=webrtc: serve the page over HTTPS (WebXR's Enter VR needs a secure "
               "context; the headset asks once to trust the self-signed certificate)."),
