@@ -35,6 +35,7 @@ from vr_stream_ros.camera.base import FramePacer
 from vr_stream_ros.camera.pattern import PatternGenerator
 from vr_stream_ros.codecs.jpeg import JpegEncoder
 from vr_stream_ros.graph.processes import ProcessGroup, free_port, wait_for
+from vr_stream_ros.latency.percentiles import summarize
 from vr_stream_ros.net.impairment import LinkConditions
 from vr_stream_ros.net.senders import UdpRtpSender
 from vr_stream_ros.ring.frame_ring import FrameView
@@ -156,7 +157,9 @@ def _send(port: int, seconds: float, nack: bool, restart_interval: int,
         rtx = sink.rtx_bytes
         total = sender.stats.bytes_sent + rtx
         sink.close()
+    serve = summarize(list(sink.serve_ms))
     return sent, total, rtx, {**dataclasses.asdict(sink.resend_counters),
+                              "serve_ms": serve.as_dict() if serve else None,
                               "adapt_changes": changes}
 
 

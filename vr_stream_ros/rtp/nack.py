@@ -116,6 +116,8 @@ class NackTracker:
         self._missing: dict[int, _Missing] = {}
         self._last_arrival_ns = 0
         self._repair_ns: deque[int] = deque(maxlen=16)
+        self.repair_ms: deque[float] = deque(maxlen=4096)  # every NACK -> repair time seen
+        self.noticed_to_repaired_ms: deque[float] = deque(maxlen=4096)
         self._late_gap: deque[int] = deque(maxlen=128)  # how late reordered packets came
         self._late_tail: deque[int] = deque(maxlen=128)  # pauses within a frame's burst
         self._max_wait_ns = int(MAX_WAIT_MS * 1e6)
@@ -169,6 +171,8 @@ class NackTracker:
                 self.recovered += 1
                 if entry.last_ask_ns:
                     self._repair_ns.append(now_ns - entry.last_ask_ns)
+                    self.repair_ms.append((now_ns - entry.last_ask_ns) / 1e6)
+                self.noticed_to_repaired_ms.append((now_ns - entry.noticed_ns) / 1e6)
             else:
                 self.reordered += 1
                 self.spurious += entry.asked > 0
