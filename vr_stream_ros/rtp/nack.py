@@ -21,8 +21,8 @@ after the later one, and how long a frame's burst paused before its next packet
 reordering jitter re-sent a fifth of the stream; a 6 ms tail wait on a loaded 2-core
 host asked for ~3 % of packets still on their way.
 
-A packet still missing is asked again after ``repair_wait`` (1.5 x the slowest recent
-NACK -> repair time, measured here, 20 ms until measured), at most ``rounds`` times in
+A packet still missing is asked again after ``repair_wait`` (the slowest of the last 16
+NACK -> repair times + 2 ms, measured here, 20 ms until measured), at most ``rounds`` times in
 all, and given up (``lost``) ``give_up_ms`` after it was noticed. Loss counted this way
 does not include reordering: ``reordered`` counts the packets that came late on their
 own, ``recovered`` those a retransmission brought, ``spurious`` those asked for that
@@ -90,6 +90,11 @@ MAX_WAIT_MS = 8.0
 must still arrive within the two frame periods the bridge resends for."""
 
 
+REPAIR_MARGIN_NS = 2_000_000
+"""Asked again this long after the slowest of the last 16 repairs would have come: 1.5 x
+that (as before) put the second round past a 30 ms hold at 3 % loss."""
+
+
 def _p95(samples: deque[int]) -> int:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
@@ -142,7 +147,7 @@ class NackTracker:
     @property
     def repair_wait_ns(self) -> int:
         """How long to wait for a repair before asking again."""
-        return int(1.5 * max(self._repair_ns)) if self._repair_ns else 20_000_000
+        return max(self._repair_ns) + REPAIR_MARGIN_NS if self._repair_ns else 20_000_000
 
     @property
     def highest(self) -> int:
