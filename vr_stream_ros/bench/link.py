@@ -10,7 +10,7 @@ receiver (tools/receiver.py) each in their own process, all on loopback. Per run
 - the longest freeze (the longest gap between two decoded frames, and from the
   last one to the end) and the gaps over 50 and 100 ms;
 - capture -> decoded p50/p95/p99 (the receiver shares the sender's clock here);
-- bandwidth overhead: bytes sent (RTX repairs included) over the same condition's
+- bandwidth overhead: bytes sent (RTX repairs and parity included) over the same condition's
   ``off`` variant, and the relay's own added latency.
 
 A table, then the JSON of every figure as the last line. ``--quick`` is the short
@@ -58,8 +58,10 @@ CONDITIONS: dict[str, LinkConditions] = {
                                      loss=0.01, seed=SEED),
     "dip_10mbps_2s": LinkConditions(delay_ms=DELAY_MS, dips=((2.0, 2.0, 10.0),), seed=SEED),
 }
-VARIANTS = ("off", "nack", "rst", "nack+rst", "nack+rst+adapt")
-"""Recovery off; NACK + RTX; restart markers + concealment; both; both and adaptation."""
+VARIANTS = ("off", "nack", "rst", "nack+rst", "nack+rst+adapt", "fec", "nack+fec")
+"""Recovery off; NACK + RTX; restart markers + concealment; both; both and adaptation;
+XOR parity (FEC_GROUP packets per parity packet); NACK and parity."""
+FEC_GROUP = 12  # two parity packets per 720p frame (~23 packets): +8 % bytes
 RESTART_MCUS = 40  # half a 1280-pixel MCU row: +2.5 % bytes here, packets still ~full
 GAP_LIMITS_MS = (50.0, 100.0)
 
@@ -106,18 +108,20 @@ def run_link(tmp: str, condition: str, cond: LinkConditions, variant: str,
     label = f"{condition}_{variant}"
     rx_json = os.path.join(tmp, f"{label}_receiver.json")
     relay_json = os.path.join(tmp, f"{label}_relay.json")
-    nack, rst = "nack" in variant, "rst" in variant
+    nack, rst, fec = "nack" in variant, "rst" in variant, "fec" in variant
     with ProcessGroup(os.path.join(tmp, label)) as group:
         rx_args = ["--port", str(rx_port), "--bind", "127.0.0.1", "--quiet", "--duration",
                    str(seconds + 4), "--summary-json", rx_json]
         receiver = group.receiver(*rx_args, *(["--nack"] if nack else []),
-                                  *(["--conceal"] if rst else []))
+                                  *(["--conceal"] if rst else []),
+                                  *(["--fec"] if fec else []))
         relay = group.start("relay", _relay_argv(relay_port, rx_port, cond, seconds + 3,
                                                  relay_json))
         wait_for(lambda: _udp_bound(rx_port) and _udp_bound(relay_port), 15)
         sent, sender_bytes, rtx_bytes, resends = _send(relay_port, seconds, nack,
                                                        RESTART_MCUS if rst else 0,
-                                                       "adapt" in variant)
+                                                       "adapt" in variant,
+                                                       FEC_GROUP if fec else 0)
         group.wait(relay, timeout=30)
         group.wait(receiver, timeout=30)
     with open(rx_json) as f:
@@ -130,16 +134,16 @@ def run_link(tmp: str, condition: str, cond: LinkConditions, variant: str,
 
 
 def _send(port: int, seconds: float, nack: bool, restart_interval: int,
-          adapt: bool) -> tuple[int, int, int, dict]:
-    """Frames sent, bytes sent, of which RTX bytes, and what became of the NACKed packets:
-    the bridge's sink, in this process."""
+          adapt: bool, fec: int) -> tuple[int, int, int, dict]:
+    """Frames sent, bytes sent (RTX and parity included), of which RTX bytes, and what
+    became of the NACKed packets: the bridge's sink, in this process."""
     sender = UdpRtpSender("127.0.0.1", port)
     stats = StreamStats(RtpJpegSink.stages)
     encoder = JpegEncoder(80, "420", "rgb8", restart_interval)
     changes: list[str] = []
     adapter = LinkAdapter(80, log=changes.append) if adapt else None
     sink = RtpJpegSink(sender, encoder, ssrc=0x1234, mtu=1400, rtcp_interval_s=0.25,
-                       stats=stats, nack=NackConfig(enabled=nack), adapter=adapter)
+                       stats=stats, nack=NackConfig(enabled=nack), adapter=adapter, fec=fec)
     pattern, pacer = PatternGenerator(W, H), FramePacer(FPS)
     frame = np.empty((H, W, 3), np.uint8)
     sent = 0
@@ -155,7 +159,7 @@ def _send(port: int, seconds: float, nack: bool, restart_interval: int,
         time.sleep(0.3)  # late NACKs are still served
     finally:
         rtx = sink.rtx_bytes
-        total = sender.stats.bytes_sent + rtx
+        total = sender.stats.bytes_sent + rtx + (sink.fec.bytes if sink.fec else 0)
         sink.close()
     serve = summarize(list(sink.serve_ms))
     return sent, total, rtx, {**dataclasses.asdict(sink.resend_counters),
@@ -182,7 +186,7 @@ def _figures(rx: dict, relay: dict, sent: int, sent_bytes: int, rtx_bytes: int,
         "bytes_sent": sent_bytes, "rtx_bytes": rtx_bytes,
         "packets_lost": rx["packets_lost"], "packets_unrepaired": rx["packets_unrepaired"],
         "packets_reordered": rx["packets_reordered"], "nack": rx["nack"],
-        "jitter_ms": rx["jitter_ms"],
+        "jitter_ms": rx["jitter_ms"], "fec": rx["fec"],
         "relay": {k: relay[k] for k in ("forwarded", "lost", "queue_drops")},
         "relay_added_ms": (relay["relay_added_ms"] or {}).get("p50"),
     }

@@ -114,6 +114,11 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("nack_max_resend_per_s", 2000.0,
               "nack: resends per second at most (a NACK flood is cut to this).",
               min=10.0, max=100000.0),
+    ParamSpec("fec", 0,
+              "transport:=udp: after each frame, one XOR parity packet (RFC 5109 format, "
+              "ulpfec in the SDP, own SSRC) per this many of its RTP packets, so one lost "
+              "packet per group is rebuilt without a round trip; 0 = off. 24 is one per "
+              "720p frame (+4 % bytes).", min=0, max=48),
     ParamSpec("dscp", 46, "DSCP of outgoing packets (46 = EF, expedited forwarding).",
               min=0, max=63),
     ParamSpec("sndbuf_kib", 256, "Socket send buffer in KiB (small = stale frames are dropped).",

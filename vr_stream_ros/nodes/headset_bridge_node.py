@@ -97,7 +97,7 @@ class HeadsetBridgeNode(RingNode):
                               log=self.get_logger().info) if p["adapt"] else None
         sink = cls(sender, encoder, ssrc=random.getrandbits(32), mtu=p["mtu"],
                    rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats, nack=nack,
-                   adapter=adapter)
+                   adapter=adapter, fec=p["fec"])
         if p["sdp_path"]:
             self._write_sdp()
         return sink
@@ -138,7 +138,8 @@ class HeadsetBridgeNode(RingNode):
         p = self.p
         nack = p["nack"] and p["transport"] == "udp"
         sdp = make_sdp(resolve_ipv4(p["headset_ip"]), p["headset_port"], extmap=FRAME_EXTMAP,
-                       transport=p["transport"], nack=nack)
+                       transport=p["transport"], nack=nack,
+                       fec=bool(p["fec"]) and p["transport"] == "udp")
         tmp = p["sdp_path"] + ".tmp"
         with open(tmp, "w") as f:
             f.write(sdp)

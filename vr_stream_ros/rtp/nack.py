@@ -116,6 +116,7 @@ class NackTracker:
         self.give_up_ns = int(give_up_ms * 1e6)
         self.received = self.lost = self.reordered = self.recovered = self.spurious = 0
         self.nacks_sent = self.packets_asked = 0
+        self.fec_recovered = 0  # rebuilt from parity (rtp/fec.py) before or after noticed
         self._highest: int | None = None  # extended
         self._span_end: int | None = None  # extended: last packet known to exist
         self._missing: dict[int, _Missing] = {}
@@ -161,16 +162,23 @@ class NackTracker:
         return base + ((seq - base + 0x8000) & 0xFFFF) - 0x8000
 
     def on_packet(self, seq: int, now_ns: int, *, retransmitted: bool = False,
-                  span: tuple[int, int] | None = None) -> None:
-        """A media packet arrived (``retransmitted``: restored from RTX). ``span`` is the
-        frame's (first seq, packet count) when the packet carries it."""
+                  span: tuple[int, int] | None = None, fec: bool = False) -> None:
+        """A media packet arrived (``retransmitted``: restored from RTX; ``fec``: rebuilt
+        from parity, lost by the network all the same). ``span`` is the frame's (first
+        seq, packet count) when the packet carries it."""
         ext = self._extend(seq)
         if self._highest is None:
             self._highest = ext - 1
-        if not retransmitted:
+        if fec:
+            if ext in self._missing or ext > self._highest:
+                self.fec_recovered += 1
+            elif ext <= self._highest:
+                return  # rebuilt after it came some other way
+            self._missing.pop(ext, None)
+        elif not retransmitted:
             self._last_arrival_ns = now_ns
             self.received += 1
-        entry = self._missing.pop(ext, None)
+        entry = None if fec else self._missing.pop(ext, None)
         if entry is not None:
             if retransmitted:
                 self.recovered += 1
@@ -185,7 +193,7 @@ class NackTracker:
                     self._late_tail.append(now_ns - entry.quiet_from_ns)
                 else:
                     self._late_gap.append(now_ns - entry.noticed_ns)
-        elif retransmitted or ext <= self._highest:
+        elif not fec and (retransmitted or ext <= self._highest):
             return  # a duplicate, or a repair of something already given up
         if ext > self._highest:
             for gap in range(max(self._highest + 1, ext - 3000), ext):
@@ -239,9 +247,10 @@ class NackTracker:
     @property
     def expected(self) -> int:
         """Packets the stream should have brought so far (the missing ones included)."""
-        return self.received + self.recovered + self.lost + len(self._missing)
+        return self.received + self.recovered + self.fec_recovered + self.lost + \
+            len(self._missing)
 
     @property
     def network_lost(self) -> int:
         """Packets the network lost, repaired or not (reordered ones are not lost)."""
-        return self.recovered + self.lost
+        return self.recovered + self.fec_recovered + self.lost

@@ -8,7 +8,8 @@ the next frame.
 
 With NACK on (UDP), a feedback thread serves the headset's generic NACKs (RFC 4585) as
 soon as they arrive, from a bounded history of sent packets (rtp/history.py), as RFC
-4588 RTX packets (rtp/rtx.py); the deadline defaults to one frame period past due
+4588 RTX packets (rtp/rtx.py); with ``fec`` each frame is followed by XOR parity
+packets (rtp/fec.py); the deadline defaults to one frame period past due
 (two frame periods after the frame was sent). A frame the sender dropped gives its
 unsent sequence numbers back, so the bridge's own drops never look like network loss.
 """
@@ -28,6 +29,7 @@ from vr_stream_ros.codecs.jpeg import JpegEncoder
 from vr_stream_ros.net.senders import TcpRtpSender, UdpRtpSender
 from vr_stream_ros.ring.frame_ring import FrameView
 from vr_stream_ros.rtp.adapt import LinkAdapter
+from vr_stream_ros.rtp.fec import FecEncoder
 from vr_stream_ros.rtp.feedback import HeadsetFeedback
 from vr_stream_ros.rtp.history import PacketHistory, ResendCounters
 from vr_stream_ros.rtp.jpeg import JpegPacketizer
@@ -70,8 +72,11 @@ class RtpJpegSink(FrameSink):
     def __init__(self, sender: UdpRtpSender | TcpRtpSender, encoder: JpegEncoder, *,
                  ssrc: int, mtu: int, rtcp_interval_s: float, stats: StreamStats,
                  transport: str = "udp", nack: NackConfig = NackConfig(),
-                 adapter: LinkAdapter | None = None) -> None:
+                 adapter: LinkAdapter | None = None, fec: int = 0) -> None:
         self.transport = transport
+        # XOR parity per frame (rtp/fec.py), UDP only: packets per parity packet, 0 = off.
+        self.fec = FecEncoder(fec, random.getrandbits(32)) if fec and transport == "udp" \
+            else None
         self._sender = sender
         self._encoder = encoder
         self.nack = nack if transport == "udp" else NackConfig()
@@ -125,6 +130,9 @@ class RtpJpegSink(FrameSink):
         if result.dropped:  # unsent packets give their numbers back: no false network loss
             self._packetizer.sequence = (first_seq + result.packets_sent) & 0xFFFF
             return SendOutcome(Outcome.DROPPED, encoded_ns, result.done_ns, result.reason)
+        if self.fec is not None:  # right after the frame: a lost packet is rebuilt at once
+            for parity in self.fec.protect(packets):
+                self._sender.send_control(parity)
         with self._lock:
             self._feedback.frame_sent(view.seq, view.capture_ns, result.done_ns)
             self._loss.frame_sent(view.seq)
