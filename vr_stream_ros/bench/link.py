@@ -141,7 +141,7 @@ def _send(port: int, seconds: float, nack: bool, restart_interval: int,
     stats = StreamStats(RtpJpegSink.stages)
     encoder = JpegEncoder(80, "420", "rgb8", restart_interval)
     changes: list[str] = []
-    adapter = LinkAdapter(80, log=changes.append) if adapt else None
+    adapter = LinkAdapter(80, log=changes.append, halve=True) if adapt else None
     sink = RtpJpegSink(sender, encoder, ssrc=0x1234, mtu=1400, rtcp_interval_s=0.25,
                        stats=stats, nack=NackConfig(enabled=nack), adapter=adapter, fec=fec)
     pattern, pacer = PatternGenerator(W, H), FramePacer(FPS)

@@ -98,7 +98,9 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               min=2, max=16384),
     ParamSpec("adapt", False,
               "Follow the link: on loss or queueing delay growth in the headset's reports, "
-              "lower JPEG quality step by step, then the frame rate; climb back after 2 s "
+              "lower JPEG quality step by step, then the frame rate, then the resolution "
+              "(halved, when the halves are whole 8-pixel blocks), pacing each frame at "
+              "twice the rate sent while below the top level; climb back after 2 s "
               "clean. Every change is logged and on /latency."),
     ParamSpec("adapt_min_quality", 30, "adapt: the lowest JPEG quality it goes down to.",
               min=1, max=100),

@@ -94,7 +94,9 @@ class HeadsetBridgeNode(RingNode):
         nack = NackConfig(p["nack"] and p["transport"] == "udp", p["nack_history_ms"],
                           p["nack_deadline_ms"], p["nack_max_resend_per_s"])
         adapter = LinkAdapter(p["jpeg_quality"], min_quality=p["adapt_min_quality"],
-                              log=self.get_logger().info) if p["adapt"] else None
+                              log=self.get_logger().info,
+                              halve=spec.width % 16 == 0 and spec.height % 16 == 0) \
+            if p["adapt"] else None
         sink = cls(sender, encoder, ssrc=random.getrandbits(32), mtu=p["mtu"],
                    rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats, nack=nack,
                    adapter=adapter, fec=p["fec"])

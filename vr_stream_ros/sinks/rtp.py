@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from vr_stream_ros.codecs.jpeg import JpegEncoder
 from vr_stream_ros.net.senders import TcpRtpSender, UdpRtpSender
 from vr_stream_ros.ring.frame_ring import FrameView
@@ -49,6 +51,8 @@ HEADSET_STAGES = ("network", "receive_decode")
 END_TO_DECODED = "capture_to_decoded"
 FLUSH_RETRY_S = 0.001
 """TCP: how soon a frame's unsent rest is pushed again."""
+PACE_HEADROOM = 2.0
+"""Adapting: frames are paced at this many times the rate sent (see ``_pace``)."""
 SWITCH_INTERVAL_S = 0.0005
 """With NACK on: how long the feedback thread may wait for the GIL (see __init__)."""
 
@@ -116,10 +120,14 @@ class RtpJpegSink(FrameSink):
 
     def send(self, view: FrameView, pickup_ns: int,
              intact: Callable[[FrameView], bool]) -> SendOutcome:
-        divisor = self.adapter.level.fps_divisor if self.adapter is not None else 1
-        if divisor > 1 and view.seq % divisor:  # a lower frame rate: not encoded at all
-            return SendOutcome(Outcome.DROPPED, time.monotonic_ns(), 0, "adapt_fps")
-        jpeg = self._encoder.encode(view.array)
+        level = self.adapter.level if self.adapter is not None else None
+        array = view.array
+        if level is not None:
+            if level.fps_divisor > 1 and view.seq % level.fps_divisor:  # not encoded at all
+                return SendOutcome(Outcome.DROPPED, time.monotonic_ns(), 0, "adapt_fps")
+            if level.scale > 1:
+                array = np.ascontiguousarray(array[::level.scale, ::level.scale])
+        jpeg = self._encoder.encode(array)
         encoded_ns = time.monotonic_ns()
         if not intact(view):  # the writer lapped us while we encoded
             return SendOutcome(Outcome.TORN, encoded_ns)
@@ -144,6 +152,7 @@ class RtpJpegSink(FrameSink):
                 self._period_ns += (gap - self._period_ns) // 8
             self._last_sent_ns = result.done_ns
             self._frame_bytes += (result.bytes_sent - self._frame_bytes) / 8
+            self._pace()
         return SendOutcome(Outcome.SENT, encoded_ns, result.done_ns)
 
     def idle(self, now_ns: int) -> float:
@@ -202,6 +211,21 @@ class RtpJpegSink(FrameSink):
                      END_TO_DECODED: f.decoded_ns - f.capture_ns},
                     {"headset_last_packet": f.last_packet_ns, "headset_decoded": f.decoded_ns})
 
+    def _pace(self) -> None:
+        """Adapting below the top level (the link shrank): pace each frame at PACE_HEADROOM
+        x the rate now sent, so its burst spreads over about half a frame period instead
+        of arriving at once at the bottleneck's queue; at the top level, as configured."""
+        if self.adapter is None or not isinstance(self._sender, UdpRtpSender):
+            return
+        rate = PACE_HEADROOM * self.target_rate_bps if self.adapter.index else 0.0
+        self._sender.set_pacing_rate(rate)
+
+    @property
+    def target_rate_bps(self) -> float:
+        """The rate sent now: mean frame bytes over the mean frame interval (the adapted
+        quality, frame rate and size all show in it)."""
+        return self._frame_bytes * 8e9 / self._period_ns
+
     def _adapt(self, now_ns: int) -> None:
         """A report about our stream moves the adaptation level (lock held)."""
         fb = self._feedback
@@ -238,7 +262,7 @@ class RtpJpegSink(FrameSink):
                 nacks_refused=self._history.counters.refused,
                 jpeg_quality=self._encoder.quality,
                 adapt_level=self.adapter.index if self.adapter is not None else 0,
-                target_rate_mbps=self._frame_bytes * 8e3 / self._period_ns)
+                target_rate_mbps=self.target_rate_bps / 1e6)
 
     @property
     def resend_counters(self) -> ResendCounters:
