@@ -93,8 +93,10 @@ class RtpJpegSink(FrameSink):
         self.rtx_sent = 0
         self.rtx_bytes = 0
         self.serve_ms: deque[float] = deque(maxlen=4096)  # NACK arrival -> its RTX sent
-        self._period_ns = 16_666_667  # estimated from the frames sent
-        self._last_sent_ns = 0
+        # Estimated from the capture times of the frames sent (not their send times, which
+        # pacing stretches: a rate from those fed the pacer a lower rate every frame).
+        self._period_ns = 16_666_667
+        self._last_capture_ns = 0
         self._frame_bytes = 0.0  # mean bytes per frame sent (EWMA)
         self.adapter = adapter
         self._loss = FrameLossCounter()
@@ -147,10 +149,10 @@ class RtpJpegSink(FrameSink):
             if self.nack.enabled:
                 for i, packet in enumerate(packets):
                     self._history.add(first_seq + i, packet, result.done_ns)
-            if self._last_sent_ns:
-                gap = min(result.done_ns - self._last_sent_ns, 200_000_000)
+            if self._last_capture_ns:
+                gap = min(max(view.capture_ns - self._last_capture_ns, 1_000_000), 200_000_000)
                 self._period_ns += (gap - self._period_ns) // 8
-            self._last_sent_ns = result.done_ns
+            self._last_capture_ns = view.capture_ns
             self._frame_bytes += (result.bytes_sent - self._frame_bytes) / 8
             self._pace()
         return SendOutcome(Outcome.SENT, encoded_ns, result.done_ns)
