@@ -116,6 +116,11 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("nack_max_resend_per_s", 2000.0,
               "nack: resends per second at most (a NACK flood is cut to this).",
               min=10.0, max=100000.0),
+    ParamSpec("tcp_congestion", "bbr",
+              "transport:=tcp: the sending socket's congestion control (TCP_CONGESTION); "
+              "one the kernel offers (net.ipv4.tcp_available_congestion_control), else the "
+              "system default stays.",
+              choices=("bbr", "cubic", "reno")),
     ParamSpec("fec", 0,
               "transport:=udp: after each frame, one XOR parity packet (RFC 5109 format, "
               "ulpfec in the SDP, own SSRC) per this many of its RTP packets, so one lost "

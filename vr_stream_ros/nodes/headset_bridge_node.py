@@ -87,7 +87,8 @@ class HeadsetBridgeNode(RingNode):
         encoder = JpegEncoder(p["jpeg_quality"], p["chroma_subsampling"], spec.pixel_format,
                               p["jpeg_restart_interval"])
         pacing = {"max_rate_bps": p["max_rate_mbps"] * 1e6,
-                  "burst_bytes": p["burst_kib"] * 1024} if p["transport"] == "udp" else {}
+                  "burst_bytes": p["burst_kib"] * 1024} if p["transport"] == "udp" else \
+            {"congestion_control": p["tcp_congestion"]}
         sender = open_sender(p["transport"], p["headset_ip"], p["headset_port"],
                              dscp=p["dscp"], sndbuf=p["sndbuf_kib"] * 1024, **pacing)
         cls = TcpRtpJpegSink if p["transport"] == "tcp" else RtpJpegSink
