@@ -184,3 +184,15 @@ def test_the_reorder_tolerance_grows_to_the_reordering_seen() -> None:
     t.on_packet(seq + 1, now)
     t.on_packet(seq, now + 3 * MS)  # within the measured tolerance: not asked for
     assert t.due(now + 2_900_000) == [] and t.packets_asked == before
+
+
+def test_a_packet_given_up_that_then_arrives_is_late_not_lost() -> None:
+    t = NackTracker(give_up_ms=100.0)
+    t.on_packet(1, 0)
+    t.on_packet(3, 0)  # 2 missing
+    t.due(200 * MS)
+    assert t.lost == 1
+    t.on_packet(2, 210 * MS)  # a stalled path, not the network: it came
+    assert (t.lost, t.late, t.network_lost) == (0, 1, 0)
+    t.on_packet(2, 220 * MS)  # a duplicate of it changes nothing
+    assert (t.lost, t.late) == (0, 1)

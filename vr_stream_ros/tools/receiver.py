@@ -449,6 +449,7 @@ class StreamReceiver:
             "nack": {"enabled": self.tracker.enabled, "nacks_sent": self.tracker.nacks_sent,
                      "packets_asked": self.tracker.packets_asked,
                      "recovered": self.tracker.recovered, "spurious": self.tracker.spurious,
+                     "late": self.tracker.late,
                      "rtx_malformed": self.rtx_malformed,
                      "repair_wait_ms": round(self.tracker.repair_wait_ns / 1e6, 3),
                      "reorder_wait_ms": round(self.tracker.reorder_wait_ns / 1e6, 3),
