@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from vr_stream_ros.codecs.jpeg import JpegEncoder
@@ -66,3 +68,44 @@ def test_the_encoder_follows_the_quality() -> None:
         big = len(enc.encode(frame))
         enc.set_quality(20)
         assert len(enc.encode(frame)) < big and enc.quality == 20
+
+
+def test_the_last_level_halves_the_resolution_and_the_sink_paces_below_the_top() -> None:
+    """The sink at the half-size level: the frame leaves as 640x360 RTP/JPEG (decoded by
+    the receiver's depacketizer) and its UDP sender paces; back at the top it does not."""
+    import socket
+
+    import numpy as np
+
+    from vr_stream_ros.camera.pattern import PatternGenerator
+    from vr_stream_ros.net.senders import UdpRtpSender
+    from vr_stream_ros.ring.frame_ring import FrameView
+    from vr_stream_ros.rtp.jpeg import JpegDepacketizer
+    from vr_stream_ros.sinks.rtp import RtpJpegSink
+    from vr_stream_ros.sinks.stream_stats import StreamStats
+
+    assert ladder(80, 30, halve=True)[-2:] == [Level(30, 3), Level(30, 3, 2)]
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    adapter = LinkAdapter(80, halve=True)
+    sender = UdpRtpSender("127.0.0.1", rx.getsockname()[1])
+    sink = RtpJpegSink(sender, JpegEncoder(80), ssrc=1, mtu=1400, rtcp_interval_s=1.0,
+                       stats=StreamStats(RtpJpegSink.stages), adapter=adapter)
+    frame = np.empty((720, 1280, 3), np.uint8)
+    PatternGenerator(1280, 720).render_into(frame, 3, 1)
+    try:
+        depacketizer = JpegDepacketizer()
+        for index, seq in ((len(adapter.levels) - 1, 3), (0, 4)):
+            adapter.index = index
+            capture = seq * 16_666_667  # each frame its own RTP timestamp
+            sink.send(FrameView(frame, seq, 0, capture, capture), 0, lambda _v: True)
+            frames = []
+            while not frames:
+                frames = depacketizer.push(rx.recv(2048), 0)
+            width, height = (640, 360) if index else (1280, 720)
+            assert frames[0].jpeg.find(struct.pack("!HH", height, width)) > 0  # SOF0 size
+            assert (sender._pacer is not None) == bool(index)
+    finally:
+        sink.close()
+        rx.close()

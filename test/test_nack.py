@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from vr_stream_ros.bench.link import CONDITIONS, run_link
 from vr_stream_ros.rtp.history import PacketHistory
-from vr_stream_ros.rtp.nack import NackError, NackTracker, generic_nack, parse_nack_fci
+from vr_stream_ros.rtp.nack import (
+    REPAIR_MARGIN_NS,
+    NackError,
+    NackTracker,
+    generic_nack,
+    parse_nack_fci,
+)
 from vr_stream_ros.rtp.packet import FRAME_EXTMAP, frame_extensions, pack_header, parse_packet
 from vr_stream_ros.rtp.rtcp import RtcpError, parse_compound, read_compound
 from vr_stream_ros.rtp.rtx import restore_original, rtx_packet
@@ -95,7 +101,7 @@ def test_tracker_waits_for_reordering_then_asks_and_counts_recovery() -> None:
     t.on_packet(11, 10 * MS, retransmitted=True)
     t.due(200 * MS)
     assert (t.recovered, t.reordered, t.lost, t.network_lost, t.spurious) == (1, 1, 0, 1, 0)
-    assert t.repair_wait_ns == int(1.5 * 8 * MS)  # measured from the one repair
+    assert t.repair_wait_ns == 8 * MS + REPAIR_MARGIN_NS  # measured from the one repair
 
 
 def test_tracker_finds_a_lost_last_packet_from_the_frame_span() -> None:
@@ -178,3 +184,15 @@ def test_the_reorder_tolerance_grows_to_the_reordering_seen() -> None:
     t.on_packet(seq + 1, now)
     t.on_packet(seq, now + 3 * MS)  # within the measured tolerance: not asked for
     assert t.due(now + 2_900_000) == [] and t.packets_asked == before
+
+
+def test_a_packet_given_up_that_then_arrives_is_late_not_lost() -> None:
+    t = NackTracker(give_up_ms=100.0)
+    t.on_packet(1, 0)
+    t.on_packet(3, 0)  # 2 missing
+    t.due(200 * MS)
+    assert t.lost == 1
+    t.on_packet(2, 210 * MS)  # a stalled path, not the network: it came
+    assert (t.lost, t.late, t.network_lost) == (0, 1, 0)
+    t.on_packet(2, 220 * MS)  # a duplicate of it changes nothing
+    assert (t.lost, t.late) == (0, 1)

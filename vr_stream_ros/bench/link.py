@@ -10,7 +10,7 @@ receiver (tools/receiver.py) each in their own process, all on loopback. Per run
 - the longest freeze (the longest gap between two decoded frames, and from the
   last one to the end) and the gaps over 50 and 100 ms;
 - capture -> decoded p50/p95/p99 (the receiver shares the sender's clock here);
-- bandwidth overhead: bytes sent (RTX repairs included) over the same condition's
+- bandwidth overhead: bytes sent (RTX repairs and parity included) over the same condition's
   ``off`` variant, and the relay's own added latency.
 
 A table, then the JSON of every figure as the last line. ``--quick`` is the short
@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +36,13 @@ from vr_stream_ros.camera.base import FramePacer
 from vr_stream_ros.camera.pattern import PatternGenerator
 from vr_stream_ros.codecs.jpeg import JpegEncoder
 from vr_stream_ros.graph.processes import ProcessGroup, free_port, wait_for
+from vr_stream_ros.latency.percentiles import summarize
 from vr_stream_ros.net.impairment import LinkConditions
-from vr_stream_ros.net.senders import UdpRtpSender
+from vr_stream_ros.net.senders import TcpRtpSender, UdpRtpSender
 from vr_stream_ros.ring.frame_ring import FrameView
 from vr_stream_ros.rtp.adapt import LinkAdapter
 from vr_stream_ros.sinks.base import Outcome
-from vr_stream_ros.sinks.rtp import NackConfig, RtpJpegSink
+from vr_stream_ros.sinks.rtp import NackConfig, RtpJpegSink, TcpRtpJpegSink
 from vr_stream_ros.sinks.stream_stats import StreamStats
 
 W, H, FPS = 1280, 720, 60.0
@@ -57,8 +59,10 @@ CONDITIONS: dict[str, LinkConditions] = {
                                      loss=0.01, seed=SEED),
     "dip_10mbps_2s": LinkConditions(delay_ms=DELAY_MS, dips=((2.0, 2.0, 10.0),), seed=SEED),
 }
-VARIANTS = ("off", "nack", "rst", "nack+rst", "nack+rst+adapt")
-"""Recovery off; NACK + RTX; restart markers + concealment; both; both and adaptation."""
+VARIANTS = ("off", "nack", "rst", "nack+rst", "nack+rst+adapt", "fec", "nack+fec")
+"""Recovery off; NACK + RTX; restart markers + concealment; both; both and adaptation;
+XOR parity (FEC_GROUP packets per parity packet); NACK and parity."""
+FEC_GROUP = 12  # two parity packets per 720p frame (~23 packets): +8 % bytes
 RESTART_MCUS = 40  # half a 1280-pixel MCU row: +2.5 % bytes here, packets still ~full
 GAP_LIMITS_MS = (50.0, 100.0)
 
@@ -105,46 +109,53 @@ def run_link(tmp: str, condition: str, cond: LinkConditions, variant: str,
     label = f"{condition}_{variant}"
     rx_json = os.path.join(tmp, f"{label}_receiver.json")
     relay_json = os.path.join(tmp, f"{label}_relay.json")
-    nack, rst = "nack" in variant, "rst" in variant
+    nack, rst, fec = "nack" in variant, "rst" in variant, "fec" in variant
     with ProcessGroup(os.path.join(tmp, label)) as group:
         rx_args = ["--port", str(rx_port), "--bind", "127.0.0.1", "--quiet", "--duration",
                    str(seconds + 4), "--summary-json", rx_json]
         receiver = group.receiver(*rx_args, *(["--nack"] if nack else []),
-                                  *(["--conceal"] if rst else []))
+                                  *(["--conceal"] if rst else []),
+                                  *(["--fec"] if fec else []))
         relay = group.start("relay", _relay_argv(relay_port, rx_port, cond, seconds + 3,
                                                  relay_json))
         wait_for(lambda: _udp_bound(rx_port) and _udp_bound(relay_port), 15)
-        sent, sender_bytes, rtx_bytes, resends = _send(relay_port, seconds, nack,
-                                                       RESTART_MCUS if rst else 0,
-                                                       "adapt" in variant)
+        sent, sender_bytes, rtx_bytes, resends = send_frames(
+            UdpRtpSender("127.0.0.1", relay_port), seconds, nack=nack,
+            restart_interval=RESTART_MCUS if rst else 0, adapt="adapt" in variant,
+            fec=FEC_GROUP if fec else 0)
         group.wait(relay, timeout=30)
         group.wait(receiver, timeout=30)
     with open(rx_json) as f:
         rx = json.load(f)
     with open(relay_json) as f:
         relay_summary = json.load(f)
-    figures = _figures(rx, relay_summary, sent, sender_bytes, rtx_bytes, cond)
+    figures = figures_of(rx, relay_summary, sent, sender_bytes, rtx_bytes, cond)
     figures["bridge_resends"] = resends
     return RunResult(condition, variant, figures)
 
 
-def _send(port: int, seconds: float, nack: bool, restart_interval: int,
-          adapt: bool) -> tuple[int, int, int, dict]:
-    """Frames sent, bytes sent, of which RTX bytes, and what became of the NACKed packets:
-    the bridge's sink, in this process."""
-    sender = UdpRtpSender("127.0.0.1", port)
+def send_frames(sender: UdpRtpSender | TcpRtpSender, seconds: float, *, nack: bool = False,
+                restart_interval: int = 0, adapt: bool = False, fec: int = 0,
+                on_frame: Callable[[int], None] | None = None) -> tuple[int, int, int, dict]:
+    """Frames sent, bytes sent (RTX and parity included), of which RTX bytes, and what
+    became of the NACKed packets: the bridge's sink (TCP's for a TcpRtpSender), in this
+    process, ``seconds`` of 60 fps frames; ``on_frame(i)`` before frame i."""
     stats = StreamStats(RtpJpegSink.stages)
     encoder = JpegEncoder(80, "420", "rgb8", restart_interval)
     changes: list[str] = []
-    adapter = LinkAdapter(80, log=changes.append) if adapt else None
-    sink = RtpJpegSink(sender, encoder, ssrc=0x1234, mtu=1400, rtcp_interval_s=0.25,
-                       stats=stats, nack=NackConfig(enabled=nack), adapter=adapter)
+    adapter = LinkAdapter(80, log=changes.append, halve=True) if adapt else None
+    options = {"ssrc": 0x1234, "mtu": 1400, "rtcp_interval_s": 0.25, "stats": stats,
+               "adapter": adapter}
+    sink = TcpRtpJpegSink(sender, encoder, **options) if isinstance(sender, TcpRtpSender) \
+        else RtpJpegSink(sender, encoder, nack=NackConfig(enabled=nack), fec=fec, **options)
     pattern, pacer = PatternGenerator(W, H), FramePacer(FPS)
     frame = np.empty((H, W, 3), np.uint8)
     sent = 0
     try:
         sink.idle(time.monotonic_ns())  # a sender report first: the receiver answers it
         for i in range(int(seconds * FPS)):
+            if on_frame is not None:
+                on_frame(i)
             capture = pacer.wait()
             pattern.render_into(frame, i, capture)
             view = FrameView(frame, i, 0, capture, capture)
@@ -154,14 +165,17 @@ def _send(port: int, seconds: float, nack: bool, restart_interval: int,
         time.sleep(0.3)  # late NACKs are still served
     finally:
         rtx = sink.rtx_bytes
-        total = sender.stats.bytes_sent + rtx
+        total = sender.stats.bytes_sent + rtx + (sink.fec.bytes if sink.fec else 0)
         sink.close()
+    serve = summarize(list(sink.serve_ms))
     return sent, total, rtx, {**dataclasses.asdict(sink.resend_counters),
+                              "serve_ms": serve.as_dict() if serve else None,
                               "adapt_changes": changes}
 
 
-def _figures(rx: dict, relay: dict, sent: int, sent_bytes: int, rtx_bytes: int,
-             cond: LinkConditions) -> dict:
+def figures_of(rx: dict, relay: dict | None, sent: int, sent_bytes: int, rtx_bytes: int,
+               cond: LinkConditions) -> dict:
+    """One run's figures from the receiver's summary (and the relay's, when there is one)."""
     decoded, concealed = rx["frames_decoded"], rx["frames_concealed"]
     times = rx["decoded_at_ms"]
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -179,9 +193,9 @@ def _figures(rx: dict, relay: dict, sent: int, sent_bytes: int, rtx_bytes: int,
         "bytes_sent": sent_bytes, "rtx_bytes": rtx_bytes,
         "packets_lost": rx["packets_lost"], "packets_unrepaired": rx["packets_unrepaired"],
         "packets_reordered": rx["packets_reordered"], "nack": rx["nack"],
-        "jitter_ms": rx["jitter_ms"],
-        "relay": {k: relay[k] for k in ("forwarded", "lost", "queue_drops")},
-        "relay_added_ms": (relay["relay_added_ms"] or {}).get("p50"),
+        "jitter_ms": rx["jitter_ms"], "fec": rx["fec"],
+        "relay": {k: relay[k] for k in ("forwarded", "lost", "queue_drops")} if relay else None,
+        "relay_added_ms": (relay["relay_added_ms"] or {}).get("p50") if relay else None,
     }
     for start, length, _mbps in cond.dips:
         in_dip = [t for t in times if start * 1000 <= t < (start + length) * 1000]
@@ -191,7 +205,8 @@ def _figures(rx: dict, relay: dict, sent: int, sent_bytes: int, rtx_bytes: int,
     return figures
 
 
-def _table(results: list[RunResult]) -> str:
+def table(results: list[RunResult]) -> str:
+    """The side-by-side table (overhead against each condition's 'off' run)."""
     base = {r.condition: r.figures["bytes_sent"] for r in results if r.variant == "off"}
     head = (f"{'condition':<16}{'variant':<15}{'intact%':>8}{'concl%':>7}{'lost%':>7}"
             f"{'stale%':>7}{'freeze':>8}"
@@ -225,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of: " + ", ".join(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="2 s runs (the tests' version)")
+    parser.add_argument("--tcp-seconds", type=float, default=22.0,
+                        help="per TCP run (bench/link_tcp.py; root only; 0 = none; default "
+                             "22: two of BBR's 10 s round-trip probes)")
     ns = parser.parse_args(argv)
     names = [c for c in ns.conditions.split(",") if c]
     variants = [v for v in ns.variants.split(",") if v]
@@ -240,7 +258,12 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_link(tmp, name, CONDITIONS[name], variant, seconds))
                 print(f"[bench-link] {name} {variant}: "
                       f"{results[-1].figures['intact_pct']} % intact", flush=True)
-    print(_table(results))
+        if ns.tcp_seconds > 0 and os.geteuid() == 0:
+            from vr_stream_ros.bench.link_tcp import run_all
+            results += run_all(tmp, 2.0 if ns.quick else ns.tcp_seconds)
+        elif ns.tcp_seconds > 0:
+            print("[bench-link] TCP runs skipped: network namespaces need root", flush=True)
+    print(table(results))
     print(json.dumps({"seconds": seconds, "fps": FPS, "size": [W, H], "delay_ms": DELAY_MS,
                       "seed": SEED, "runs": [{"condition": r.condition, "variant": r.variant,
                                               **r.figures} for r in results]}))

@@ -143,7 +143,9 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               min=2, max=16384),
     ParamSpec("adapt", False,
               "Follow the link: on loss or queueing delay growth in the headset's reports, "
-              "lower JPEG quality step by step, then the frame rate; climb back after 2 s "
+              "lower JPEG quality step by step, then the frame rate, then the resolution "
+              "(halved, when the halves are whole 8-pixel blocks), pacing each frame at "
+              "twice the rate sent while below the top level; climb back after 2 s "
               "clean. Every change is logged and on /latency."),
     ParamSpec("adapt_min_quality", 30, "adapt: the lowest JPEG quality it goes down to.",
               min=1, max=100),
@@ -159,6 +161,16 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("nack_max_resend_per_s", 2000.0,
               "nack: resends per second at most (a NACK flood is cut to this).",
               min=10.0, max=100000.0),
+    ParamSpec("tcp_congestion", "bbr",
+              "transport:=tcp: the sending socket's congestion control (TCP_CONGESTION); "
+              "one the kernel offers (net.ipv4.tcp_available_congestion_control), else the "
+              "system default stays.",
+              choices=("bbr", "cubic", "reno")),
+    ParamSpec("fec", 0,
+              "transport:=udp: after each frame, one XOR parity packet (RFC 5109 format, "
+              "ulpfec in the SDP, own SSRC) per this many of its RTP packets, so one lost "
+              "packet per group is rebuilt without a round trip; 0 = off. 24 is one per "
+              "720p frame (+4 % bytes).", min=0, max=48),
     ParamSpec("dscp", 46, "DSCP of outgoing packets (46 = EF, expedited forwarding).",
               min=0, max=63),
     ParamSpec("sndbuf_kib", 256, "Socket send buffer in KiB (small = stale frames are dropped).",

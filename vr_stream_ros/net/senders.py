@@ -36,6 +36,7 @@ SOL_UDP = 17
 UDP_SEGMENT = 103  # Linux GSO for UDP (4.18+); not exported by the socket module
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS before Linux 6.x (128 later)
 GSO_MAX_BYTES = 65507  # a GSO batch is limited like one IPv4 UDP datagram
+ADAPT_BURST_BYTES = 4096  # set_pacing_rate: about three full packets at once
 PACING_SLEEP_MIN_NS = 200_000  # shorter gaps are carried as debt, not slept
 RFC4571_MAX_PACKET = 0xFFFF
 # About one 720p JPEG frame may wait unsent in the kernel; the next is refused, not queued.
@@ -141,6 +142,10 @@ class _TokenBucket:
         self._tokens = float(burst)
         self._stamp = time.monotonic_ns()
 
+    def set_rate(self, rate_bps: float) -> None:
+        """A new sustained rate from now on."""
+        self._bytes_per_ns = rate_bps / 8e9
+
     def take(self, nbytes: int) -> int:
         """Take ``nbytes``, sleeping first if the debt is worth a sleep; returns ns slept."""
         now = time.monotonic_ns()
@@ -195,8 +200,21 @@ class UdpRtpSender:
         self._connected = False
         self._connect()  # no route yet (WiFi still joining): retried by send_frame
         self._pacer = _TokenBucket(max_rate_bps, burst_bytes) if max_rate_bps > 0 else None
+        self._max_rate_bps, self._burst_bytes = max_rate_bps, burst_bytes
         self.use_gso = bool(use_gso) and self._pacer is None
         self.gso_batches = 0  # sendmsg calls that carried several datagrams
+
+    def set_pacing_rate(self, rate_bps: float) -> None:
+        """Pace at ``rate_bps`` (the adapted rate) from the next frame on, never above the
+        configured ``max_rate_bps``; 0: back to what was configured."""
+        if self._max_rate_bps > 0:
+            rate_bps = min(rate_bps, self._max_rate_bps) if rate_bps > 0 else self._max_rate_bps
+        if rate_bps <= 0:
+            self._pacer = None
+        elif self._pacer is None:
+            self._pacer = _TokenBucket(rate_bps, min(self._burst_bytes, ADAPT_BURST_BYTES))
+        else:
+            self._pacer.set_rate(rate_bps)
 
     def _connect(self) -> bool:
         try:
@@ -212,7 +230,7 @@ class UdpRtpSender:
         paced = 0
         if not self._connected and not self._connect():
             sent, nbytes, reason = 0, 0, "not_connected"
-        elif self.use_gso and len(packets) > 1:
+        elif self.use_gso and self._pacer is None and len(packets) > 1:
             sent, nbytes, reason = self._send_batched(packets)
         else:
             sent, nbytes, paced, reason = self._send_each(packets)

@@ -100,17 +100,20 @@ class HeadsetBridgeNode(RingNode):
         encoder = JpegEncoder(p["jpeg_quality"], p["chroma_subsampling"], spec.pixel_format,
                               p["jpeg_restart_interval"])
         pacing = {"max_rate_bps": p["max_rate_mbps"] * 1e6,
-                  "burst_bytes": p["burst_kib"] * 1024} if p["transport"] == "udp" else {}
+                  "burst_bytes": p["burst_kib"] * 1024} if p["transport"] == "udp" else \
+            {"congestion_control": p["tcp_congestion"]}
         sender = open_sender(p["transport"], p["headset_ip"], p["headset_port"],
                              dscp=p["dscp"], sndbuf=p["sndbuf_kib"] * 1024, **pacing)
         cls = TcpRtpJpegSink if p["transport"] == "tcp" else RtpJpegSink
         nack = NackConfig(p["nack"] and p["transport"] == "udp", p["nack_history_ms"],
                           p["nack_deadline_ms"], p["nack_max_resend_per_s"])
         adapter = LinkAdapter(p["jpeg_quality"], min_quality=p["adapt_min_quality"],
-                              log=self.get_logger().info) if p["adapt"] else None
+                              log=self.get_logger().info,
+                              halve=spec.width % 16 == 0 and spec.height % 16 == 0) \
+            if p["adapt"] else None
         sink = cls(sender, encoder, ssrc=random.getrandbits(32), mtu=p["mtu"],
                    rtcp_interval_s=p["rtcp_interval_s"], stats=self._stats, nack=nack,
-                   adapter=adapter)
+                   adapter=adapter, fec=p["fec"])
         if p["sdp_path"]:
             self._write_sdp(spec.layout)
         return sink
@@ -152,7 +155,8 @@ class HeadsetBridgeNode(RingNode):
         p = self.p
         nack = p["nack"] and p["transport"] == "udp"
         sdp = make_sdp(resolve_ipv4(p["headset_ip"]), p["headset_port"], extmap=FRAME_EXTMAP,
-                       transport=p["transport"], nack=nack, frame_layout=layout)
+                       transport=p["transport"], nack=nack, frame_layout=layout,
+                       fec=bool(p["fec"]) and p["transport"] == "udp")
         tmp = p["sdp_path"] + ".tmp"
         with open(tmp, "w") as f:
             f.write(sdp)

@@ -8,10 +8,13 @@ minimum over a few reports ignores the queue one frame's burst builds for a mome
 which read as congestion here and pushed a 3 Mbit/s stream down on an 8 Mbit/s link).
 
 Levels, from the best down: JPEG quality in steps of ``QUALITY_STEP`` down to
-``min_quality``, then frame rate halved, then a third (resolution is the camera's: it
-does not change here). With hysteresis: one step down when a report shows congestion
-(loss over ``degrade_loss`` or delay growth over ``delay_growth_ms``) and the last
-change is ``hold_down_s`` old (its effect had time to show); one step up after
+``min_quality``, then frame rate halved, then a third, then (``halve``: the frame's
+halves are still whole 16-pixel MCUs) half the width and height, a quarter of the
+pixels, still at a third of the frame rate. The sink takes every other pixel of every
+other row (no filtering: the last resort, cheap) and RTP/JPEG carries the new size.
+With hysteresis: one step down when a report shows congestion (loss over
+``degrade_loss`` or delay growth over ``delay_growth_ms``) and the last change is
+``hold_down_s`` old (its effect had time to show); one step up after
 ``climb_after_s`` without congestion. A climb that meets congestion within
 ``climb_after_s`` doubles the wait before the next one (up to ``MAX_CLIMB_S``), so a
 link that holds one level but not the next does not swing between them every few
@@ -35,13 +38,15 @@ class Level:
 
     quality: int
     fps_divisor: int  # send every n-th frame
+    scale: int = 1  # 2: half the width and height
 
 
-def ladder(quality: int, min_quality: int) -> list[Level]:
-    """The levels, best first."""
+def ladder(quality: int, min_quality: int, halve: bool = False) -> list[Level]:
+    """The levels, best first (``halve``: a half-resolution level last)."""
     qualities = [*range(quality, min_quality, -QUALITY_STEP), min(quality, min_quality)]
     lowest = qualities[-1]
-    return [*(Level(q, 1) for q in dict.fromkeys(qualities)), Level(lowest, 2), Level(lowest, 3)]
+    return [*(Level(q, 1) for q in dict.fromkeys(qualities)), Level(lowest, 2), Level(lowest, 3),
+            *([Level(lowest, 3, 2)] if halve else [])]
 
 
 class LinkAdapter:
@@ -49,11 +54,12 @@ class LinkAdapter:
 
     def __init__(self, quality: int, *, min_quality: int = 30, degrade_loss: float = 0.05,
                  delay_growth_ms: float = 15.0, hold_down_s: float = 0.4,
-                 climb_after_s: float = 2.0, log: Callable[[str], None] | None = None) -> None:
+                 climb_after_s: float = 2.0, log: Callable[[str], None] | None = None,
+                 halve: bool = False) -> None:
         if not 1 <= min_quality <= 100:
             raise ValueError(f"parameter 'adapt_min_quality': got {min_quality}, "
                              "expected 1..100")
-        self.levels = ladder(quality, min_quality)
+        self.levels = ladder(quality, min_quality, halve)
         self.index = 0
         self.changes = 0
         self._degrade_loss = degrade_loss
@@ -106,6 +112,6 @@ class LinkAdapter:
         self._last_change_ns = now_ns
         new = self.level
         self._log(f"adapt: {'down' if step > 0 else 'up'} to JPEG quality {new.quality}, "
-                  f"1/{new.fps_divisor} of the frames (was {old.quality}, "
-                  f"1/{old.fps_divisor}): {why}")
+                  f"1/{new.fps_divisor} of the frames, 1/{new.scale} size (was "
+                  f"{old.quality}, 1/{old.fps_divisor}, 1/{old.scale}): {why}")
         return True

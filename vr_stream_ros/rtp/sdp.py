@@ -52,7 +52,8 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
              clock_rate: int = 90000, extmap: Mapping[int, str] | None = None,
              session_name: str = "vr_stream_ros", transport: str = "udp",
              nack: bool = False, rtx_payload_type: int = 97, rtx_time_ms: int = 200,
-             frame_layout: str = "mono") -> str:
+             frame_layout: str = "mono", fec: bool = False,
+             fec_payload_type: int = 98) -> str:
     """An SDP for one RTP video stream sent to ``dest_ip:port`` (CRLF line ends).
 
     ``transport`` is 'udp' (RTP/AVP) or 'tcp' (TCP/RTP/AVP, RFC 4571 framing).
@@ -67,6 +68,9 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
 
     ``frame_layout`` (stereo): ``side_by_side`` or ``top_bottom`` adds
     ``a=x-frame-layout:<layout>`` (see the module docstring); ``mono`` adds nothing.
+
+    ``fec`` (UDP) announces the per-frame XOR parity packets (rtp/fec.py) as
+    ``ulpfec/90000`` (RFC 5109's format) on ``fec_payload_type``, on their own SSRC.
     """
     check_layout(frame_layout, "SDP frame_layout")
     try:
@@ -94,6 +98,10 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
                  rtx_payload_type == payload_type):
         raise ValueError(f"SDP nack: RTX payload type {rtx_payload_type} over {transport}; "
                          "expected UDP and a payload type 0..127 other than the media's")
+    if fec and (transport != "udp" or not 0 <= fec_payload_type <= 127 or
+                fec_payload_type in (payload_type, rtx_payload_type if nack else -1)):
+        raise ValueError(f"SDP fec: payload type {fec_payload_type} over {transport}; "
+                         "expected UDP and a payload type 0..127 of its own")
     if transport == "tcp" and address.is_multicast:
         raise ValueError(f"SDP dest_ip: {dest_ip} is multicast; RTP over TCP needs a unicast "
                          "receiver")
@@ -101,6 +109,7 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
     connection = f"{dest_ip}/16" if address.is_multicast else dest_ip
     proto = "TCP/RTP/AVP" if transport == "tcp" else ("RTP/AVPF" if nack else "RTP/AVP")
     formats = f"{payload_type} {rtx_payload_type}" if nack else str(payload_type)
+    formats += f" {fec_payload_type}" if fec else ""
     if nack:
         extmap.setdefault(FRAME_PACKETS_ID, FRAME_PACKETS_URI)
     session_id = time.time_ns() // 1000
@@ -118,6 +127,8 @@ def make_sdp(dest_ip: str, port: int, payload_type: int = 26, encoding: str = "J
         lines += [f"a=rtcp-fb:{payload_type} nack",
                   f"a=rtpmap:{rtx_payload_type} rtx/{clock_rate}",
                   f"a=fmtp:{rtx_payload_type} apt={payload_type};rtx-time={rtx_time_ms}"]
+    if fec:
+        lines.append(f"a=rtpmap:{fec_payload_type} ulpfec/{clock_rate}")
     if transport == "tcp":
         lines += ["a=setup:passive", "a=connection:new"]
     lines += [f"a=extmap:{ext_id} {uri}" for ext_id, uri in sorted(extmap.items())]
