@@ -108,6 +108,12 @@ def test_bridge_feedback_takes_hostile_rtcp_without_raising_and_counts_it() -> N
           f"ms, growth {run.growth_bytes} B")
 
 
+def _decode(receiver: StreamReceiver, frames: list) -> None:
+    """What ``poll`` does with the frames a datagram (or the hold's release) completed."""
+    for frame in frames:
+        receiver._handle(frame)
+
+
 def test_receiver_takes_hostile_rtp_and_rtcp_without_raising_and_counts_it() -> None:
     rng = random.Random(17)
     receiver = StreamReceiver(free_port(socket.SOCK_DGRAM), nack=True, conceal=True)
@@ -118,11 +124,11 @@ def test_receiver_takes_hostile_rtp_and_rtcp_without_raising_and_counts_it() -> 
 
         def handle(packet: bytes) -> None:
             nonlocal count
-            receiver._packet(packet, peer)
+            _decode(receiver, receiver._packet(packet, peer))
             count += 1
             if count % 16 == 0:  # as poll() does after each batch of datagrams
                 receiver.tracker.due(receiver.clock_ns())
-                receiver.depacketizer.release(receiver.clock_ns())
+                _decode(receiver, receiver.depacketizer.release(receiver.clock_ns()))
 
         run = drive(handle, _receiver_inputs(rng, N_RECEIVER))
         d = receiver.depacketizer
@@ -160,7 +166,7 @@ def test_receiver_survives_a_frame_too_small_for_the_stamp() -> None:
     receiver = StreamReceiver(free_port(socket.SOCK_DGRAM))
     try:
         for packet in _jpeg_packets(1)[:len(_jpeg_packets(1)) // 4]:  # the first frame
-            receiver._packet(packet, None)
+            _decode(receiver, receiver._packet(packet, None))
         assert receiver.stats.frames_decoded == 1 and receiver.stats.unreadable == 1
     finally:
         receiver.close()
