@@ -17,7 +17,8 @@ from vr_stream_ros.graph.param_spec import ParameterError, ParamSpec, check_cpu_
 
 N = fuzz_n(100_000)
 ODD_TEXT = ["", "abc", "1.5", "-5", "nan", "inf", "1e3", "true", "[1,2]", "\0", "a b",
-            "300.1.1.1", "0-99999999999", "3-1", "1,,2", "x" * 300, "9" * 5000, "\u00e9"]
+            "300.1.1.1", "0-99999999999", "3-1", "1,,2", "x" * 300, "9" * 5000, "\u00e9",
+            "http://host/cal.yaml", "file://relative.yaml", "package://no_path"]
 
 
 def bad_values(spec: ParamSpec) -> list[object]:

@@ -51,7 +51,9 @@ def test_bad_launch_argument_names_parameter_and_allowed_values(argument, value,
     ("widht", "did you mean 'width'?"),
     ("headset_pot", "did you mean 'headset_port'?"),
     ("yolov8", "did you mean 'yolo'?"),
-    ("xyz", "known: adapt, camera, compressed_fps, compressed_quality, config, fps"),
+    # Nothing close: every argument is listed, in order (the list grows with the graph).
+    ("xyz", "known: " + ", ".join(sorted({a.name for a in graph.LAUNCH_ARGUMENTS}
+                                         | {graph.CONFIG_ARGUMENT}))),
 ])
 def test_unknown_launch_argument_is_refused_naming_the_closest(given, suggested) -> None:
     with pytest.raises(ParameterError) as err:

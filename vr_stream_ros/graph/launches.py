@@ -109,12 +109,16 @@ _ARGUMENTS = (
     ("nack", "headset_bridge_node"),
     ("jpeg_restart_interval", "headset_bridge_node"),
     ("adapt", "headset_bridge_node"),
+    ("fec", "headset_bridge_node"),
+    ("tcp_congestion", "headset_bridge_node"),
     ("frame_source", "detector_node"),
     ("image_topic", "detector_node"),
     ("compressed_quality", "camera_node"),
     ("compressed_fps", "camera_node"),
     ("stereo", "camera_node"),
     ("stereo_layout", "camera_node"),
+    ("camera_info_url", "camera_node"),
+    ("right_camera_info_url", "camera_node"),
 )
 
 
