@@ -597,10 +597,7 @@ def _summary_text(s: dict) -> str:
     if lat:
         lines.append(f"  capture->decoded p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  "
                      f"p99 {lat['p99']:.2f}  max {lat['max']:.2f} ms (same clock)")
-        for name, p in s["stages_ms"].items():
-            if p:
-                lines.append(f"  {name:<24} p50 {p['p50']:.2f}  p95 {p['p95']:.2f}  "
-                             f"p99 {p['p99']:.2f} ms")
+        lines += [_percentile_line(name, p) for name, p in s["stages_ms"].items() if p]
     elif not s["same_clock"]:
         lines.append("  latency          not reported: the sender is on another host, whose "
                      "clock is unknown here (--assume-same-clock if it is the same)")
@@ -625,11 +622,14 @@ def _stereo_text(stereo: dict | None) -> list[str]:
     if skew:
         lines.append(f"  eye skew         p50 {skew['p50']:.3f}  p99 {skew['p99']:.3f}  "
                      f"max {skew['max']:.3f} ms (|right - left capture|)")
-    for eye, p in stereo["capture_to_decoded_ms"].items():
-        if p:
-            lines.append(f"  {eye + ' capture->decoded':<24} p50 {p['p50']:.2f}  "
-                         f"p95 {p['p95']:.2f}  p99 {p['p99']:.2f} ms")
+    lines += [_percentile_line(f"{eye} capture->decoded", p)
+              for eye, p in stereo["capture_to_decoded_ms"].items() if p]
     return lines
+
+
+def _percentile_line(name: str, p: dict) -> str:
+    """One summary line of a percentile summary: name, p50, p95, p99 in ms."""
+    return f"  {name:<24} p50 {p['p50']:.2f}  p95 {p['p95']:.2f}  p99 {p['p99']:.2f} ms"
 
 
 def main(argv: list[str] | None = None) -> int:
