@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from vr_stream_ros.graph import launches as graph
 from vr_stream_ros.graph.param_spec import ParameterError
@@ -33,6 +34,87 @@ def node_commands(arguments: dict[str, str], config: str | None = None
 def optional_nodes(arguments: dict[str, str], config: str | None = None) -> set[str]:
     """Nodes whose exit does not end the run (the detector)."""
     return {n.name for n in graph.node_launches(arguments, config) if not n.essential}
+
+
+def receiver_command(values: dict[str, str], summary_path: str, *extra: str) -> list[str]:
+    """argv of the reference receiver matching the graph's transport, NACK and concealment."""
+    cmd = [sys.executable, "-m", "vr_stream_ros.tools.receiver",
+           "--port", values["headset_port"], "--summary-json", summary_path, *extra]
+    if values["transport"] == "tcp":
+        cmd.append("--tcp")
+    if str(values["nack"]).lower() == "true":  # the headset asks for what it lost
+        cmd.append("--nack")
+    if str(values["jpeg_restart_interval"]) != "0":  # a lost stripe is concealed
+        cmd.append("--conceal")
+    return cmd
+
+
+def argument_values(arguments: dict[str, str], config: str | None = None) -> dict[str, str]:
+    """Every launch argument's value: the given ones over the config file's."""
+    return {**graph.argument_defaults(graph.load_config(config or graph.default_config_path())),
+            **arguments}
+
+
+@dataclass(frozen=True)
+class Respawn:
+    """One node a signal killed and the supervisor started again."""
+
+    name: str
+    signal: int
+    old_pid: int
+    new_pid: int
+    died_at: float  # time.monotonic() when the supervisor saw it gone
+    started_at: float
+
+
+class Supervisor:
+    """Watches the graph's processes in a ProcessGroup, as launch does for `ros2 launch`.
+
+    An essential node killed by a signal is started again after RESPAWN_DELAY_S (at most
+    RESPAWN_MAX times) when the graph has respawn:=true; the detector's exit is reported
+    once and the video path goes on; any other exit of an essential node fails the run.
+    """
+
+    def __init__(self, group: ProcessGroup, launches: list[graph.NodeLaunch],
+                 say: Callable[[str], None] | None = None) -> None:
+        self.group = group
+        self.launches = {n.name: n for n in launches}
+        self.respawns: list[Respawn] = []
+        self.gone: set[str] = set()
+        self._due: dict[str, tuple[float, float, int, int]] = {}
+        self._say = say or (lambda text: print(f"[vr_stream_run] {text}", file=sys.stderr,
+                                               flush=True))
+
+    def check(self) -> str | None:
+        """One look at every process; why the run must stop, or None."""
+        now = time.monotonic()
+        for name, proc, _log in list(self.group.procs):
+            if name in self._due:
+                due, died_at, sig, old_pid = self._due[name]
+                if now >= due:
+                    del self._due[name]
+                    new = self.group.restart(name)
+                    self.respawns.append(Respawn(name, sig, old_pid, new.pid, died_at,
+                                                 time.monotonic()))
+                continue
+            if proc.poll() is None or name in self.gone:
+                continue
+            code = proc.returncode
+            node = self.launches.get(name)
+            if node is None:  # the receiver (or another helper the caller started)
+                return f"{name} exited with code {code}"
+            if not node.essential:  # the detector: the video path goes on without it
+                self._say(f"{name} exited with code {code}; the video path goes on")
+                self.gone.add(name)
+                continue
+            restarts = sum(r.name == name for r in self.respawns)
+            if node.respawn and code < 0 and restarts < graph.RESPAWN_MAX:
+                self._say(f"{name} was killed (signal {-code}); starting it again in "
+                          f"{graph.RESPAWN_DELAY_S} s (respawn:=false turns this off)")
+                self._due[name] = (now + graph.RESPAWN_DELAY_S, now, -code, proc.pid)
+                continue
+            return f"{name} exited with code {code}"
+        return None
 
 
 def _printer(prefix: str, quiet_debug: bool) -> Callable[[str], None]:
@@ -65,23 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     """Start receiver + graph, wait, stop, summarise; exit 0 when frames arrived."""
     ns, arguments = _parse(argv)
     try:
-        commands = node_commands(arguments, ns.config)
-        optional = optional_nodes(arguments, ns.config)
-        values = {**graph.argument_defaults(graph.load_config(
-            ns.config or graph.default_config_path())), **arguments}
+        launches = graph.node_launches(arguments, ns.config)
+        values = argument_values(arguments, ns.config)
     except ParameterError as exc:
         print(f"[vr_stream_run] {exc}", file=sys.stderr)
         return 2
+    commands = [(n.name, n.command(executable_path(n.executable))) for n in launches]
     log_dir = tempfile.mkdtemp(prefix="vr_stream_run_")
     summary_path = ns.summary_json or os.path.join(log_dir, "receiver.json")
-    receiver = [sys.executable, "-m", "vr_stream_ros.tools.receiver",
-                "--port", values["headset_port"], "--summary-json", summary_path]
-    if values["transport"] == "tcp":
-        receiver.append("--tcp")
-    if str(values["nack"]).lower() == "true":  # the headset asks for what it lost
-        receiver.append("--nack")
-    if str(values["jpeg_restart_interval"]) != "0":  # a lost stripe is concealed
-        receiver.append("--conceal")
+    receiver = receiver_command(values, summary_path)
     webrtc = values["transport"] == "webrtc"
     if webrtc:  # the headset is a browser: open the page headset_bridge_node prints
         print(f"[vr_stream_run] transport:=webrtc: no local receiver; open the URL "
@@ -105,21 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         if name == "receiver":
             time.sleep(0.3)  # listening before the bridge sends (TCP connects at once)
     deadline = time.monotonic() + ns.duration if ns.duration > 0 else float("inf")
+    supervisor = Supervisor(group, launches)
     failed = None
-    gone: set[str] = set()
-    while not stopping.is_set() and time.monotonic() < deadline:
-        for name, proc, _log in group.procs:
-            if proc.poll() is None or name in gone:
-                continue
-            if name in optional:  # the detector: the video path goes on without it
-                print(f"[vr_stream_run] {name} exited with code {proc.returncode}; the "
-                      "video path goes on", file=sys.stderr, flush=True)
-                gone.add(name)
-                continue
-            failed = f"{name} exited with code {proc.returncode}"
-            break
-        if failed:
-            break
+    while not stopping.is_set() and time.monotonic() < deadline and not failed:
+        failed = supervisor.check()
         time.sleep(0.1)
     group.stop_all(timeout=5)  # bridge, camera, then receiver; their output drained
     if failed:
