@@ -417,6 +417,8 @@ class StreamReceiver:
                      "tail_wait_ms": round(self.tracker.tail_wait_ns / 1e6, 3)},
             "decoded_at_ms": [round((t - self.decoded_at_ns[0]) / 1e6, 3)
                               for t in self.decoded_at_ns],
+            # CLOCK_MONOTONIC of decoded_at_ms's 0, to line decodes up with events on this host
+            "decoded_origin_mono_ns": self.decoded_at_ns[0] if self.decoded_at_ns else None,
             "malformed_packets": d.malformed,
             "bytes": st.bytes,
             "mbit_per_s": round(st.bytes * 8 / 1e6 / duration, 3) if duration > 0 else 0.0,
