@@ -3,15 +3,17 @@
 The graph as ``make run`` starts it (respawn:=true: graph/runner.py's Supervisor starts an
 essential node again when a signal killed it), the reference receiver standing in for the
 headset and a /latency probe. Each event is one of: SIGKILL a node; SIGSTOP it for
-``--stop-s`` s, then SIGCONT. Events run one after another, ``--settle`` s apart, for at
-most ``--rounds`` rounds and ``--max-seconds`` s. Per event:
+``--stop-s`` s, then SIGCONT. The next event comes ``--settle`` s after the receiver decodes
+again (at most RESUME_WAIT_S), for at most ``--rounds`` rounds and ``--max-seconds`` s. Per event:
 
 - ``decode_resumed_s``: from the signal to the first frame the receiver decoded after the
   pause the event caused (0 when no pause longer than OUTAGE_MS followed it); for a
   SIGSTOP also ``after_cont_s``, counted from the SIGCONT;
 - ``others_same_pid``: whether every other node kept running (same pid); ``respawned``:
   the target has a new pid;
-- ``shm_unused``: /dev/shm entries created during the run that no process uses any more;
+- ``shm_unused``: this run's /dev/shm files (its ring, the Fast DDS segments and ports
+  its processes held) that no process uses any more (the Supervisor removes a dead
+  node's Fast DDS files: graph/dds_shm.py);
 - ``latency_recovered_s``: the first /latency message with frames moving after decoding
   resumed.
 
@@ -35,8 +37,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from vr_stream_ros.bench.live_graph import LiveGraph, shm_entries, shm_in_use
+from vr_stream_ros.bench.live_graph import LiveGraph, shm_left_behind
 from vr_stream_ros.bench.soak import graph_arguments, yolo_available
+from vr_stream_ros.graph.processes import ProcessGroup
 
 OUTAGE_MS = 150.0
 """A pause between decoded frames longer than this after an event is the event's outage
@@ -68,8 +71,13 @@ def plan(nodes: list[str], rounds: int) -> list[tuple[str, str]]:
     return events
 
 
+RESUME_WAIT_S = 30.0
+"""How long an event may keep the stream down before the next event comes anyway."""
+
+
 def run_event(live: LiveGraph, event: Event, stop_s: float, settle_s: float) -> None:
-    """Send the signal(s), wait for the graph to settle, note pids and /dev/shm."""
+    """Send the signal(s), wait until the receiver decodes again and ``settle_s`` more
+    (so events do not overlap), note pids and /dev/shm."""
     event.pids_before = live.pids()
     pid = event.pids_before[event.node]
     event.at_ns = time.monotonic_ns()
@@ -80,10 +88,10 @@ def run_event(live: LiveGraph, event: Event, stop_s: float, settle_s: float) -> 
         time.sleep(stop_s)
         os.kill(pid, signal.SIGCONT)
         event.cont_ns = time.monotonic_ns()
+    live.wait_resumed(len(live.receiver_lines()), RESUME_WAIT_S)
     time.sleep(settle_s)
     event.pids_after = live.pids()
-    used = shm_in_use()
-    event.shm_unused = sorted(e for e in shm_entries() - live.shm_before if e not in used)
+    event.shm_unused = shm_left_behind(live.supervisor.ever_held, live.ring)
 
 
 def judge(event: Event, decoded_ns: list[int], latency: list[dict]) -> dict[str, Any]:
@@ -121,19 +129,23 @@ def judge(event: Event, decoded_ns: list[int], latency: list[dict]) -> dict[str,
 
 def run(rounds: int, max_seconds: float, stop_s: float, settle_s: float, *, fps: int = 60,
         width: int = 1280, height: int = 720, yolo: bool = True, rt_profile: str = "two_core",
-        out_dir: str | None = None, say=print) -> dict[str, Any]:
-    """The whole chaos run; its JSON result."""
+        out_dir: str | None = None, events_plan: list[tuple[str, str]] | None = None,
+        ring: str | None = None, group: ProcessGroup | None = None,
+        say=print) -> dict[str, Any]:
+    """The whole chaos run; its JSON result. ``events_plan``: (action, node) pairs instead
+    of :func:`plan`'s; ``ring`` and ``group``: a test's own (test/conftest.py)."""
     out_dir = out_dir or tempfile.mkdtemp(prefix="vr_chaos_")
-    ring = f"vr_chaos_{uuid.uuid4().hex[:8]}"
+    ring = ring or f"vr_chaos_{uuid.uuid4().hex[:8]}"
     live = LiveGraph(out_dir, graph_arguments(ring, out_dir, fps=fps, width=width,
-                                              height=height, yolo=yolo, rt_profile=rt_profile))
+                                              height=height, yolo=yolo, rt_profile=rt_profile),
+                     group)
     events: list[Event] = []
     with live:
         if not live.wait_decoding(90):
             raise RuntimeError(f"the receiver decoded nothing in 90 s; logs: {out_dir}/logs")
         time.sleep(settle_s)  # the detector's model loads; /latency is flowing
         start = time.monotonic()
-        for action, node in plan(live.node_names(), rounds):
+        for action, node in events_plan or plan(live.node_names(), rounds):
             if time.monotonic() - start > max_seconds or live.failed:
                 break
             event = Event(action, node)
@@ -154,6 +166,7 @@ def run(rounds: int, max_seconds: float, stop_s: float, settle_s: float, *, fps:
         "worst_kill_resume_s": max((j["decode_resumed_s"] or 99.0 for j in kills), default=None),
         "frames_decoded": summary.get("frames_decoded", 0),
         "shm_left": live.shm_left,
+        "shm_removed_after_deaths": live.supervisor.shm_removed,
         "logs": out_dir,
     }
     print_table(judged)
@@ -180,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=300.0,
                         help="no new event after this many seconds")
     parser.add_argument("--stop-s", type=float, default=2.0, help="SIGSTOP length")
-    parser.add_argument("--settle", type=float, default=6.0, help="seconds after each event")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds after the stream resumed, before the next event")
     parser.add_argument("--fps", type=int, default=60)
     parser.add_argument("--rt-profile", default="two_core", choices=("none", "pi5", "two_core"))
     ns = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vr_stream_ros.graph import launches as graph
+from vr_stream_ros.graph.dds_shm import zombies
 from vr_stream_ros.graph.processes import ProcessGroup, executable_path, wait_for
 from vr_stream_ros.graph.runner import Supervisor, argument_values, receiver_command
 from vr_stream_ros.ring.frame_ring import SHM_DIR
@@ -59,33 +60,34 @@ def shm_in_use() -> set[str]:
     return used
 
 
-def shm_left_behind(before: set[str], ring: str) -> list[str]:
-    """Entries that appeared since ``before`` and no live process uses, plus any of ``ring``.
+def shm_left_behind(ours: set[str], ring: str) -> list[str]:
+    """This run's files in /dev/shm whose owner is gone: zombie Fast DDS segments and ports
+    of the lock files its processes held (``ours``; graph/dds_shm.py says what a zombie
+    is) and the ring's files when no process maps them.
 
-    Other programs on the host (another engineer's DDS participants) create entries too;
-    one that some process still maps is theirs and alive, so it is not counted."""
-    new = shm_entries() - before
-    used = shm_in_use()
-    return sorted(e for e in new | {e for e in shm_entries() if ring in e}
-                  if ring in e or e not in used)
+    /dev/shm is shared with every other program on the host (another engineer's DDS
+    participants among them): only this run's own files are judged."""
+    rings = {e for e in shm_entries() if ring in e}
+    return sorted(set(zombies(ours)) | (rings - shm_in_use()))
 
 
 class LiveGraph:
     """Receiver, nodes (supervised: respawn as ``make run``), /latency probe, extras."""
 
     def __init__(self, out_dir: str | os.PathLike, arguments: dict[str, str],
-                 env: dict[str, str] | None = None) -> None:
+                 group: ProcessGroup | None = None) -> None:
+        """``group``: the harness to start processes in (a test's own); a new one in
+        ``out_dir``/logs by default."""
         self.out_dir = Path(out_dir)
         self.arguments = dict(arguments)
         self.values = argument_values(self.arguments)
         self.launches = graph.node_launches(self.arguments)
-        self.group = ProcessGroup(self.out_dir / "logs", env)
+        self.group = group if group is not None else ProcessGroup(self.out_dir / "logs")
         self.summary_path = self.out_dir / "receiver.json"
         self.supervisor = Supervisor(self.group, self.launches, say=self._note)
         self.notes: list[str] = []
         self.failed: str | None = None
         self.summary: dict[str, Any] = {}
-        self.shm_before = shm_entries()
         self.shm_left: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, daemon=True, name="supervise")
@@ -135,14 +137,26 @@ class LiveGraph:
                 totals[key] += int(value)
         return totals
 
+    def receiver_lines(self) -> list[int]:
+        """Frames decoded in each of the receiver's once-a-second lines so far."""
+        return [int(m.group(3)) for m in _RECEIVER_LINE.finditer(self.group.output("receiver"))]
+
+    def wait_resumed(self, lines_before: int, timeout: float) -> bool:
+        """True once a receiver line wholly after ``lines_before`` lines (the next one may
+        still hold frames from before) shows frames decoded; False after ``timeout`` s."""
+        return bool(wait_for(lambda: any(self.receiver_lines()[lines_before + 1:]),
+                             timeout, 0.1))
+
     def latency(self) -> list[dict]:
         """Every /latency message the probe printed so far (with its arrival mono_ns)."""
         return [json.loads(line) for line in self.group.output("latency_probe").splitlines()
                 if line.startswith("{")]
 
     def wait_decoding(self, timeout: float) -> bool:
-        """True once the receiver has decoded frames (within ``timeout`` s)."""
-        return bool(wait_for(lambda: self.receiver_totals()["decoded"] > 0, timeout, 0.2))
+        """True once the receiver has decoded frames (within ``timeout`` s); False at once
+        when a process failed (``failed`` says which)."""
+        wait_for(lambda: self.failed or self.receiver_totals()["decoded"] > 0, timeout, 0.2)
+        return self.failed is None and self.receiver_totals()["decoded"] > 0
 
     def stop(self) -> dict[str, Any]:
         """Stop everything (the receiver writes its summary); note /dev/shm leftovers."""
@@ -154,7 +168,7 @@ class LiveGraph:
             self.summary = json.loads(self.summary_path.read_text())
         except (OSError, ValueError):
             self.summary = {}
-        self.shm_left = shm_left_behind(self.shm_before, self.ring)
+        self.shm_left = shm_left_behind(self.supervisor.ever_held, self.ring)
         return self.summary
 
     def __enter__(self) -> LiveGraph:

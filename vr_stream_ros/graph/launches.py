@@ -17,10 +17,13 @@ import yaml
 
 from vr_stream_ros.graph.node_params import BRIDGE_PARAMS, CAMERA_PARAMS, DETECTOR_PARAMS
 from vr_stream_ros.graph.param_spec import ParameterError, ParamSpec, Value
+from vr_stream_ros.system.realtime import MALLOC_ARENAS
 
 LARGE_SHM_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
 """Where Fast DDS (Jazzy's rmw_fastrtps) reads an XML profile at process start."""
 
+MALLOC_ARENA_ENV = "MALLOC_ARENA_MAX"
+"""glibc's arena limit, read at process start; set for nodes with lock_memory."""
 PACKAGE = "vr_stream_ros"
 EVERY_NODE = "*"  # a launch argument that sets the same parameter on every node having it
 
@@ -290,8 +293,11 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
                                      f"'{key}'; known: {', '.join(sorted(known_names))}")
         # Validate here, so a bad value is refused before any process starts.
         parameters = {s.name: s.validate(merged[s.name]) for s in specs if s.name in merged}
+        node_env = dict(env)
+        if parameters.get("lock_memory"):  # fewer malloc arenas: less address space locked
+            node_env[MALLOC_ARENA_ENV] = str(MALLOC_ARENAS)
         launches.append(NodeLaunch(node, node, parameters, essential=node != "detector_node",
-                                   namespace=namespace, env=dict(env),
+                                   namespace=namespace, env=node_env,
                                    respawn=respawn and node != "detector_node"))
     _check_rtp_jpeg_size(launches[0].parameters)
     return launches

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vr_stream_ros.graph import launches as graph
+from vr_stream_ros.graph.dds_shm import dds_files_held, remove_zombies
 from vr_stream_ros.graph.param_spec import ParameterError
 from vr_stream_ros.graph.processes import ProcessGroup, executable_path
 
@@ -73,6 +74,8 @@ class Supervisor:
     An essential node killed by a signal is started again after RESPAWN_DELAY_S (at most
     RESPAWN_MAX times) when the graph has respawn:=true; the detector's exit is reported
     once and the video path goes on; any other exit of an essential node fails the run.
+    A node that died leaves no Fast DDS files in /dev/shm: those it held open and nobody
+    holds any more are removed (graph/dds_shm.py) before it is started again.
     """
 
     def __init__(self, group: ProcessGroup, launches: list[graph.NodeLaunch],
@@ -82,6 +85,11 @@ class Supervisor:
         self.respawns: list[Respawn] = []
         self.gone: set[str] = set()
         self._due: dict[str, tuple[float, float, int, int]] = {}
+        self._held: dict[str, set[str]] = {}  # Fast DDS lock files each node holds open
+        self.ever_held: set[str] = set()
+        """Fast DDS lock files any process of the group held open at some check."""
+        self.shm_removed: dict[str, list[str]] = {}
+        """Zombie Fast DDS files removed after each node's death, by node name."""
         self._say = say or (lambda text: print(f"[vr_stream_run] {text}", file=sys.stderr,
                                                flush=True))
 
@@ -97,10 +105,20 @@ class Supervisor:
                     self.respawns.append(Respawn(name, sig, old_pid, new.pid, died_at,
                                                  time.monotonic()))
                 continue
-            if proc.poll() is None or name in self.gone:
+            node = self.launches.get(name)
+            if proc.poll() is None:
+                self._held[name] = dds_files_held(proc.pid)
+                self.ever_held |= self._held[name]
+                continue
+            if name in self.gone:
                 continue
             code = proc.returncode
-            node = self.launches.get(name)
+            # Before any respawn: the new process may take the same DDS port numbers.
+            removed = remove_zombies(self._held.pop(name, set()) if node else set())
+            if removed:
+                self.shm_removed.setdefault(name, []).extend(removed)
+                self._say(f"{name}: removed {len(removed)} Fast DDS shared-memory files it "
+                          "left in /dev/shm")
             if node is None:  # the receiver (or another helper the caller started)
                 return f"{name} exited with code {code}"
             if not node.essential:  # the detector: the video path goes on without it
