@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vr_stream_ros.bench.live_graph import LiveGraph, shm_left_behind
-from vr_stream_ros.bench.soak import graph_arguments, yolo_available
+from vr_stream_ros.bench.soak import RECEIVER_FIFO, graph_arguments, yolo_available
 from vr_stream_ros.graph.processes import ProcessGroup
 
 OUTAGE_MS = 150.0
@@ -138,7 +138,8 @@ def run(rounds: int, max_seconds: float, stop_s: float, settle_s: float, *, fps:
     ring = ring or f"vr_chaos_{uuid.uuid4().hex[:8]}"
     live = LiveGraph(out_dir, graph_arguments(ring, out_dir, fps=fps, width=width,
                                               height=height, yolo=yolo, rt_profile=rt_profile),
-                     group)
+                     group,
+                     receiver_fifo=RECEIVER_FIFO)
     events: list[Event] = []
     with live:
         if not live.wait_decoding(90):

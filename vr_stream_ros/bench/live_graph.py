@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -71,13 +72,33 @@ def shm_left_behind(ours: set[str], ring: str) -> list[str]:
     return sorted(set(zombies(ours)) | (rings - shm_in_use()))
 
 
+def udp_drops(port: int) -> int | None:
+    """Datagrams the kernel dropped at the UDP socket bound to ``port`` (its receive buffer
+    was full: the reader did not get the CPU in time): /proc/net/udp's ``drops`` column.
+    None when no socket is bound to it."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        return int(cols[-1])
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+    return None
+
+
 class LiveGraph:
     """Receiver, nodes (supervised: respawn as ``make run``), /latency probe, extras."""
 
     def __init__(self, out_dir: str | os.PathLike, arguments: dict[str, str],
-                 group: ProcessGroup | None = None) -> None:
+                 group: ProcessGroup | None = None, receiver_fifo: int = 0) -> None:
         """``group``: the harness to start processes in (a test's own); a new one in
-        ``out_dir``/logs by default."""
+        ``out_dir``/logs by default. ``receiver_fifo``: run the receiver at this
+        SCHED_FIFO priority (chrt): the headset is its own device, here it shares a
+        loaded machine and would otherwise drop datagrams at its socket for want of CPU."""
+        self.receiver_fifo = receiver_fifo
         self.out_dir = Path(out_dir)
         self.arguments = dict(arguments)
         self.values = argument_values(self.arguments)
@@ -103,7 +124,12 @@ class LiveGraph:
 
     def start(self) -> LiveGraph:
         """Receiver first (listening before the bridge sends), then nodes and the probe."""
-        self.group.start("receiver", receiver_command(self.values, str(self.summary_path)))
+        chrt = ["chrt", "-f", str(self.receiver_fifo)] if self.receiver_fifo else []
+        if chrt and subprocess.run([*chrt, "true"], capture_output=True).returncode != 0:
+            self._note(f"receiver at normal priority: SCHED_FIFO {self.receiver_fifo} refused")
+            chrt = []
+        self.group.start("receiver", [*chrt, *receiver_command(self.values,
+                                                              str(self.summary_path))])
         time.sleep(0.3)
         for n in self.launches:
             self.group.start(n.name, n.command(executable_path(n.executable)))
@@ -146,6 +172,10 @@ class LiveGraph:
         still hold frames from before) shows frames decoded; False after ``timeout`` s."""
         return bool(wait_for(lambda: any(self.receiver_lines()[lines_before + 1:]),
                              timeout, 0.1))
+
+    def receiver_drops(self) -> int | None:
+        """The receiver socket's kernel drops so far (UDP only; None with TCP)."""
+        return udp_drops(int(self.values["headset_port"]))
 
     def latency(self) -> list[dict]:
         """Every /latency message the probe printed so far (with its arrival mono_ns)."""

@@ -41,6 +41,9 @@ WARMUP_FRACTION = 0.2
 start-up (imports, model load, DDS discovery, the browser's first frames) is not a leak."""
 WARMUP_MAX_S = 60.0
 VIEWER_TOKEN = "soak"
+RECEIVER_FIFO = 50
+"""SCHED_FIFO priority of the reference receiver (below the video nodes' 85/90): the
+headset stand-in shares this machine with the detector and Chromium (see LiveGraph)."""
 
 
 def yolo_available() -> bool:
@@ -208,7 +211,7 @@ def run(seconds: float, interval: float, *, fps: int = 60, width: int = 1280,
     ring = ring or f"vr_soak_{uuid.uuid4().hex[:8]}"
     args = graph_arguments(ring, out_dir, fps=fps, width=width, height=height, yolo=yolo,
                            rt_profile=rt_profile)
-    live = LiveGraph(out_dir, args, group)
+    live = LiveGraph(out_dir, args, group, receiver_fifo=RECEIVER_FIFO)
     viewer = None
     series: list[dict[str, ProcessSample]] = []
     rows: list[dict[str, Any]] = []
@@ -234,6 +237,7 @@ def run(seconds: float, interval: float, *, fps: int = 60, width: int = 1280,
             series.append(snap)
             lat = live.latency()
             rx = live.receiver_totals()
+            rx["socket_drops"] = live.receiver_drops()
             row = {"t_s": round(time.monotonic() - start), "receiver": rx,
                    "latency": {k: lat[-1][k] for k in ("frames_sent", "frames_skipped",
                                                        "frames_dropped", "frames_torn",
@@ -243,6 +247,7 @@ def run(seconds: float, interval: float, *, fps: int = 60, width: int = 1280,
             rows.append(row)
             say(_row_line(row))
         budget = memory_budget(live)
+        socket_drops = live.receiver_drops()
         last_latency = live.latency()[-1] if live.latency() else {}
         browser_end = viewer.frames() if viewer else None
         if viewer:
@@ -266,6 +271,8 @@ def run(seconds: float, interval: float, *, fps: int = 60, width: int = 1280,
             "dropped_by_transport": last_latency.get("frames_dropped", 0),
             "torn_in_ring": last_latency.get("frames_torn", 0),
             "decode_errors": summary.get("decode_errors", 0),
+            "packets_lost": summary.get("packets_lost", 0),
+            "receiver_socket_drops": socket_drops,
         },
         "frame_numbers_missing": _missing(summary),
         "longest_decode_gap_ms": round(gaps[0][1], 1) if gaps else None,
@@ -317,13 +324,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                          if p else "-")
         print(f"{row['t_s']:5d} " + " ".join(f"{c:>24}" for c in cells))
     print(f"\n{'t s':>5} {'sent':>8} {'skipped':>8} {'torn':>6} {'rtcp lost':>9} "
-          f"{'decoded':>8} {'rx lost':>8} {'browser decoded':>16}")
+          f"{'decoded':>8} {'rx lost':>8} {'rx drops':>8} {'browser decoded':>16}")
     for row in rows:
         lat, rx, br = row["latency"] or {}, row["receiver"], row["browser"] or {}
         print(f"{row['t_s']:5d} {lat.get('frames_sent', '-'):>8} "
               f"{lat.get('frames_skipped', '-'):>8} {lat.get('frames_torn', '-'):>6} "
               f"{lat.get('frames_lost', '-'):>9} {rx['decoded']:>8} {rx['lost']:>8} "
-              f"{br.get('decoded', '-'):>16}")
+              f"{rx.get('socket_drops', '-')!s:>8} {br.get('decoded', '-'):>16}")
 
 
 def memory_matrix(seconds: float) -> dict[str, Any]:
