@@ -194,6 +194,7 @@ class LiveGraph:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.group.stop_all(timeout=10)
+        self.supervisor.tidy()
         try:
             self.summary = json.loads(self.summary_path.read_text())
         except (OSError, ValueError):

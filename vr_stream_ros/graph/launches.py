@@ -155,10 +155,10 @@ LARGE_SHM = ParamSpec(
 
 RESPAWN = ParamSpec(
     "respawn", True, "Start camera_node or headset_bridge_node again when a signal killed "
-    "it (SIGKILL, SIGSEGV, the OOM killer), after 0.3 s and at most 20 times per node; an "
+    "it (SIGKILL, SIGSEGV, the OOM killer), after 0.1 s and at most 20 times per node; an "
     "exit with a code (a bad parameter, no camera) still stops the launch. false: any exit "
     "of either stops the launch. The detector is never respawned.")
-RESPAWN_DELAY_S = 0.3
+RESPAWN_DELAY_S = 0.1
 """Pause before a killed node is started again (launch_ros respawn_delay, `make run`)."""
 RESPAWN_MAX = 20
 """Restarts per node at most, so a node crashing at start cannot loop for ever."""

@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vr_stream_ros.graph import launches as graph
-from vr_stream_ros.graph.dds_shm import dds_files_held, remove_zombies
-from vr_stream_ros.graph.param_spec import ParameterError
+from vr_stream_ros.graph.dds_shm import SHM_DIR, dds_files_held, remove_zombies
+from vr_stream_ros.graph.param_spec import ParameterError, parse_cpu_list
 from vr_stream_ros.graph.processes import ProcessGroup, executable_path
+from vr_stream_ros.system.realtime import RtConfig
+from vr_stream_ros.system.realtime import apply as apply_rt
 
 
 def node_commands(arguments: dict[str, str], config: str | None = None
@@ -56,6 +58,10 @@ def argument_values(arguments: dict[str, str], config: str | None = None) -> dic
             **arguments}
 
 
+ORPHAN_WATCH_S = 30.0
+"""How long a dead node's Fast DDS files are watched for their lock to go."""
+
+
 @dataclass(frozen=True)
 class Respawn:
     """One node a signal killed and the supervisor started again."""
@@ -86,6 +92,7 @@ class Supervisor:
         self.gone: set[str] = set()
         self._due: dict[str, tuple[float, float, int, int]] = {}
         self._held: dict[str, set[str]] = {}  # Fast DDS lock files each node holds open
+        self._orphans: dict[str, tuple[set[str], float]] = {}  # a dead node's, until when
         self.ever_held: set[str] = set()
         """Fast DDS lock files any process of the group held open at some check."""
         self.shm_removed: dict[str, list[str]] = {}
@@ -93,15 +100,53 @@ class Supervisor:
         self._say = say or (lambda text: print(f"[vr_stream_run] {text}", file=sys.stderr,
                                                flush=True))
 
+    def _remove_orphans(self, now: float) -> None:
+        """Remove the zombie Fast DDS files of dead nodes. A lock can outlive its node for a
+        while (a child process it forked still holds the file), so each dead node's files
+        are looked at again on every check for ORPHAN_WATCH_S."""
+        for name, (locks, until) in list(self._orphans.items()):
+            removed = remove_zombies(locks)
+            if removed:
+                self.shm_removed.setdefault(name, []).extend(removed)
+                self._say(f"{name}: removed {len(removed)} Fast DDS shared-memory files it "
+                          "left in /dev/shm")
+            left = {lock for lock in locks if lock not in removed
+                    and os.path.exists(os.path.join(SHM_DIR, lock))}
+            if left and now < until:
+                self._orphans[name] = (left, until)
+            else:
+                del self._orphans[name]
+
+    def tidy(self) -> None:
+        """After the run: a last look at dead nodes' Fast DDS files (see _remove_orphans)."""
+        self._remove_orphans(time.monotonic())
+
+    def _start_at_own_priority(self, name: str, pid: int) -> None:
+        """Give a respawned node its own CPUs and scheduling from its first instruction.
+
+        The node applies them itself once its imports and DDS set-up are done; on a loaded
+        machine those took 2.7 s at normal priority (measured), the stream down meanwhile.
+        Whatever the kernel refuses here the node reports when it applies them itself."""
+        p = self.launches[name].parameters
+        try:
+            config = RtConfig(cpu_affinity=parse_cpu_list(p.get("cpu_affinity", "")),
+                              sched_policy=p.get("sched_policy", "other"),
+                              rt_priority=p.get("rt_priority", 0))
+            apply_rt(config, pid=pid)
+        except (ValueError, OSError):
+            pass
+
     def check(self) -> str | None:
         """One look at every process; why the run must stop, or None."""
         now = time.monotonic()
+        self._remove_orphans(now)
         for name, proc, _log in list(self.group.procs):
             if name in self._due:
                 due, died_at, sig, old_pid = self._due[name]
                 if now >= due:
                     del self._due[name]
                     new = self.group.restart(name)
+                    self._start_at_own_priority(name, new.pid)
                     self.respawns.append(Respawn(name, sig, old_pid, new.pid, died_at,
                                                  time.monotonic()))
                 continue
@@ -114,11 +159,9 @@ class Supervisor:
                 continue
             code = proc.returncode
             # Before any respawn: the new process may take the same DDS port numbers.
-            removed = remove_zombies(self._held.pop(name, set()) if node else set())
-            if removed:
-                self.shm_removed.setdefault(name, []).extend(removed)
-                self._say(f"{name}: removed {len(removed)} Fast DDS shared-memory files it "
-                          "left in /dev/shm")
+            if node is not None:
+                self._orphans[name] = (self._held.pop(name, set()), now + ORPHAN_WATCH_S)
+            self._remove_orphans(now)
             if node is None:  # the receiver (or another helper the caller started)
                 return f"{name} exited with code {code}"
             if not node.essential:  # the detector: the video path goes on without it
@@ -203,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = supervisor.check()
         time.sleep(0.1)
     group.stop_all(timeout=5)  # bridge, camera, then receiver; their output drained
+    supervisor.tidy()
     if failed:
         print(f"[vr_stream_run] stopped early: {failed}", file=sys.stderr, flush=True)
         return 1
