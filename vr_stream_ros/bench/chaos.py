@@ -86,8 +86,8 @@ def run_event(live: LiveGraph, event: Event, stop_s: float, settle_s: float) -> 
     else:
         os.kill(pid, signal.SIGSTOP)
         time.sleep(stop_s)
+        event.cont_ns = time.monotonic_ns()  # before: the node may run before kill returns
         os.kill(pid, signal.SIGCONT)
-        event.cont_ns = time.monotonic_ns()
     live.wait_resumed(len(live.receiver_lines()), RESUME_WAIT_S)
     time.sleep(settle_s)
     event.pids_after = live.pids()
