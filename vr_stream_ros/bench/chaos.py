@@ -94,10 +94,12 @@ def run_event(live: LiveGraph, event: Event, stop_s: float, settle_s: float) -> 
     event.shm_unused = shm_left_behind(live.supervisor.ever_held, live.ring)
 
 
-def judge(event: Event, decoded_ns: list[int], latency: list[dict]) -> dict[str, Any]:
-    """One event's figures from the receiver's decode times and the /latency messages."""
-    window = [t for t in decoded_ns if event.at_ns - 200_000_000 <= t
-              <= event.at_ns + 15_000_000_000]
+def judge(event: Event, decoded_ns: list[int], latency: list[dict],
+          until_ns: int | None = None) -> dict[str, Any]:
+    """One event's figures from the receiver's decode times and the /latency messages,
+    looking no further than ``until_ns`` (the next event)."""
+    end = min(event.at_ns + 15_000_000_000, until_ns or event.at_ns + 15_000_000_000)
+    window = [t for t in decoded_ns if event.at_ns - 200_000_000 <= t <= end]
     gaps = [(a, b) for a, b in itertools.pairwise(window) if b - a > OUTAGE_MS * 1e6
             and b > event.at_ns]
     resumed_ns = gaps[0][1] if gaps else None
@@ -157,7 +159,8 @@ def run(rounds: int, max_seconds: float, stop_s: float, settle_s: float, *, fps:
     summary = live.summary
     origin = summary.get("decoded_origin_mono_ns") or 0
     decoded_ns = [origin + int(ms * 1e6) for ms in summary.get("decoded_at_ms", [])]
-    judged = [judge(e, decoded_ns, latency) for e in events]
+    nexts = [e.at_ns for e in events[1:]] + [None]
+    judged = [judge(e, decoded_ns, latency, n) for e, n in zip(events, nexts, strict=True)]
     kills = [j for j in judged if "meets_target" in j]
     result = {
         "rt_profile": rt_profile, "detector": yolo, "fps": fps, "size": f"{width}x{height}",
