@@ -261,6 +261,9 @@ def run(seconds: float, interval: float, *, fps: int = 60, width: int = 1280,
         "seconds": round(seconds), "fps": fps, "size": f"{width}x{height}",
         "rt_profile": rt_profile, "detector": yolo, "webrtc_viewer": bool(viewer),
         "failed": live.failed, "respawns": [r.__dict__ for r in live.supervisor.respawns],
+        # The bridge's count as of its last /latency message (once a second, the probe stops
+        # first); the receiver's counts run to the end: frame_numbers_missing compares
+        # like with like (the camera's frame numbers stamped in the pixels).
         "frames_sent": sent,
         "frames_received": summary.get("frames_received", 0),
         "frames_decoded": summary.get("frames_decoded", 0),
