@@ -56,6 +56,20 @@ bench-link: setup
 bench-stereo: setup
 	@$(ENV) python -m vr_stream_ros.bench.stereo $(ARGS)
 
+# Reliability (issue 16): the full graph for SOAK_S seconds (sample table, memory budget,
+# JSON last line); kill and SIGSTOP each node in turn (CHAOS_ROUNDS rounds). Not in `make test`.
+SOAK_S ?= 600
+CHAOS_ROUNDS ?= 1
+.PHONY: soak chaos soak-memory
+soak: setup
+	@$(ENV) python -m vr_stream_ros.bench.soak --seconds $(SOAK_S) $(ARGS)
+
+soak-memory: setup
+	@$(ENV) python -m vr_stream_ros.bench.soak --memory-matrix $(ARGS)
+
+chaos: setup
+	@$(ENV) python -m vr_stream_ros.bench.chaos --rounds $(CHAOS_ROUNDS) $(ARGS)
+
 dashboard: setup
 	@$(ENV) python -m vr_stream_ros.nodes.dashboard_node $(ARGS)
 

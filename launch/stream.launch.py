@@ -35,12 +35,22 @@ def _exit_handler(node: graph.NodeLaunch, action: Node) -> RegisterEventHandler:
     launch's exit code is 1 only when an exception reaches its event loop, so a required
     node's non-zero exit raises (launch logs it as "Caught exception in launch: ...",
     shuts the rest down and returns 1). A required node ending with 0 outside a shutdown
-    ends the launch without an error; the detector's exit only logs a warning.
+    ends the launch without an error; the detector's exit only logs a warning. With
+    respawn:=true launch starts an essential node again when a signal killed it (Node
+    respawn); any other exit shuts the launch down within respawn_delay, before launch
+    would respawn it.
     """
+    respawns = [0]
+
     def on_exit(event, context):
         code = event.returncode
         if code == 0 and context.is_shutdown:
             return None  # Ctrl-C or another node's exit: nothing to report
+        if (node.respawn and code < 0 and not context.is_shutdown  # killed by a signal
+                and respawns[0] < graph.RESPAWN_MAX):
+            respawns[0] += 1
+            return [LogInfo(msg=f"{node.name} was killed (signal {-code}); starting it again "
+                                f"in {graph.RESPAWN_DELAY_S} s (respawn:=false turns this off)")]
         if not node.essential:
             return [LogInfo(msg=f"{node.name} exited with code {code}; the video path goes "
                                 "on without it")]
@@ -62,7 +72,9 @@ def _nodes(context, *args, **kwargs):
     for n in launches:
         action = Node(package=n.package, executable=n.executable, name=n.name,
                       namespace=n.namespace or None, parameters=[n.parameters],
-                      additional_env=n.env or None, output="screen")
+                      additional_env=n.env or None, output="screen", respawn=n.respawn,
+                      respawn_delay=graph.RESPAWN_DELAY_S,
+                      respawn_max_retries=graph.RESPAWN_MAX if n.respawn else -1)
         entities += [action, _exit_handler(n, action)]
     return entities
 

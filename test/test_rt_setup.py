@@ -27,6 +27,7 @@ from vr_stream_ros.system.realtime import (
     collect_garbage,
     format_cpu_ranges,
     known_cpus,
+    read_memory,
     read_proc_status,
 )
 
@@ -140,10 +141,13 @@ def test_affinity_policy_and_priority_read_back_from_proc(policy: str) -> None:
 @may_lock
 def test_lock_memory_shows_in_vmlck() -> None:
     with Child(lock_memory=True) as locked, Child() as unlocked:
-        assert "lock_memory (mlockall current+future)" in locked.out["applied"], locked.out
+        assert "lock_memory (mlockall current+future) on fault" in locked.out["applied"], \
+            locked.out
         status = locked.status()
         assert status["vmlck_kb"] > 1024, status  # the whole interpreter, not a page or two
         assert unlocked.status()["vmlck_kb"] == 0
+        memory = read_memory(locked.pid)  # MCL_ONFAULT: pinned only what was touched
+        assert 0 < memory.locked_kb <= memory.rss_kb < memory.vmlck_kb, memory
 
 
 @pytest.mark.parametrize(("mode", "enabled", "frozen"), [

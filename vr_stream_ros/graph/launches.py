@@ -17,10 +17,13 @@ import yaml
 
 from vr_stream_ros.graph.node_params import BRIDGE_PARAMS, CAMERA_PARAMS, DETECTOR_PARAMS
 from vr_stream_ros.graph.param_spec import ParameterError, ParamSpec, Value
+from vr_stream_ros.system.realtime import MALLOC_ARENAS
 
 LARGE_SHM_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
 """Where Fast DDS (Jazzy's rmw_fastrtps) reads an XML profile at process start."""
 
+MALLOC_ARENA_ENV = "MALLOC_ARENA_MAX"
+"""glibc's arena limit, read at process start; set for nodes with lock_memory."""
 PACKAGE = "vr_stream_ros"
 EVERY_NODE = "*"  # a launch argument that sets the same parameter on every node having it
 
@@ -66,6 +69,8 @@ class NodeLaunch:
     """ROS namespace ('' = the root); the nodes' topics are relative, so they move with it."""
     env: dict[str, str] = field(default_factory=dict)
     """Environment variables the process needs beyond the caller's (large_shm:=true)."""
+    respawn: bool = False
+    """Start it again when a signal killed it (respawn:=true, essential nodes): see RESPAWN."""
 
     def ros_args(self) -> list[str]:
         """Command-line ROS arguments equivalent to the launch file's Node action."""
@@ -154,6 +159,16 @@ LARGE_SHM = ParamSpec(
     "node: Fast DDS with a 32 MiB shared-memory segment, so image_raw at full rate arrives "
     "(its subscribers need the same variable).")
 
+RESPAWN = ParamSpec(
+    "respawn", True, "Start camera_node or headset_bridge_node again when a signal killed "
+    "it (SIGKILL, SIGSEGV, the OOM killer), after 0.1 s and at most 20 times per node; an "
+    "exit with a code (a bad parameter, no camera) still stops the launch. false: any exit "
+    "of either stops the launch. The detector is never respawned.")
+RESPAWN_DELAY_S = 0.1
+"""Pause before a killed node is started again (launch_ros respawn_delay, `make run`)."""
+RESPAWN_MAX = 20
+"""Restarts per node at most, so a node crashing at start cannot loop for ever."""
+
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     *(LaunchArgument(name, node, _spec(node, name)) for name, node in _ARGUMENTS),
     # A second instance on one host needs its own ring (and sdp_path, ports, namespace).
@@ -162,6 +177,7 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("yolo", "", YOLO),  # not a node parameter: adds a node
     LaunchArgument("namespace", "", NAMESPACE),  # not a node parameter: where nodes live
     LaunchArgument("large_shm", "", LARGE_SHM),  # not a node parameter: the environment
+    LaunchArgument("respawn", "", RESPAWN),  # not a node parameter: the supervisor's policy
 )
 
 CONFIG_ARGUMENT = "config"
@@ -267,6 +283,7 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
     if LARGE_SHM.validate(values["large_shm"]):
         env[LARGE_SHM_ENV] = os.path.join(os.path.dirname(default_config_path()),
                                           "fastdds_large_shm.xml")
+    respawn = RESPAWN.validate(values["respawn"])
     launches = []
     for node, specs in NODES:
         if node == "detector_node" and not yolo:
@@ -282,8 +299,12 @@ def node_launches(arguments: Mapping[str, str], config_path: str | None = None
                                      f"'{key}'; known: {', '.join(sorted(known_names))}")
         # Validate here, so a bad value is refused before any process starts.
         parameters = {s.name: s.validate(merged[s.name]) for s in specs if s.name in merged}
+        node_env = dict(env)
+        if parameters.get("lock_memory"):  # fewer malloc arenas: less address space locked
+            node_env[MALLOC_ARENA_ENV] = str(MALLOC_ARENAS)
         launches.append(NodeLaunch(node, node, parameters, essential=node != "detector_node",
-                                   namespace=namespace, env=dict(env)))
+                                   namespace=namespace, env=node_env,
+                                   respawn=respawn and node != "detector_node"))
     _check_rtp_jpeg_size(launches[0].parameters, launches[1].parameters.get("transport", "udp"))
     return launches
 

@@ -25,7 +25,9 @@ RT_PARAMS: tuple[ParamSpec, ...] = (
               choices=("other", "fifo", "rr")),
     ParamSpec("rt_priority", 0, "Real-time priority 1..99 for fifo/rr (0 with other).",
               min=0, max=99),
-    ParamSpec("lock_memory", False, "mlockall(current+future): no page faults on the hot path."),
+    ParamSpec("lock_memory", False, "mlockall(current+future, on fault): every page the "
+              "process touches stays in RAM, so the hot path takes no major fault; pages it "
+              "never touches (thread stacks, DDS segments) are not pinned."),
     ParamSpec("gc_mode", "default",
               "Python GC: default, freeze (start-up objects frozen), manual (young-generation "
               "collection between frames only).", choices=("default", "freeze", "manual")),

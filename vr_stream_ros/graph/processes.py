@@ -105,14 +105,37 @@ class ProcessGroup:
         self.env = env
         self.procs: list[tuple[str, subprocess.Popen, Path]] = []
         self._pumps: list[threading.Thread] = []
+        self._how: dict[str, tuple[list[str], Callable[[str], None] | None]] = {}
 
     def start(self, name: str, argv: Sequence[str], *,
               echo: Callable[[str], None] | None = None) -> subprocess.Popen:
         """Start ``argv`` as ``name``; its output goes to ``<log_dir>/<name>.log`` (and to
         ``echo`` line by line when given)."""
+        proc, log = self._popen(name, list(argv), echo, "wb")
+        self._how[name] = (list(argv), echo)
+        self.procs.append((name, proc, log))
+        return proc
+
+    def restart(self, name: str) -> subprocess.Popen:
+        """Start ``name`` again with the same argv (after it died); its log goes on after
+        the old run's. The new process takes the old one's place in ``procs``."""
+        argv, echo = self._how[name]
+        proc, _log = self._popen(name, argv, echo, "ab")
+        self.procs = [(n, proc if n == name else p, lg) for n, p, lg in self.procs]
+        return proc
+
+    def process(self, name: str) -> subprocess.Popen:
+        """The current process of ``name`` (the newest, after a restart)."""
+        for n, proc, _log in self.procs:
+            if n == name:
+                return proc
+        raise KeyError(f"no process named {name!r}")
+
+    def _popen(self, name: str, argv: list[str], echo: Callable[[str], None] | None,
+               mode: str) -> tuple[subprocess.Popen, Path]:
         log = self.log_dir / f"{name}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(list(argv), stdout=out if echo is None else subprocess.PIPE,
+        with open(log, mode) as out:
+            proc = subprocess.Popen(argv, stdout=out if echo is None else subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     env=self.env)
         if echo is not None:
@@ -120,8 +143,7 @@ class ProcessGroup:
                                     name=f"log-{name}")
             pump.start()
             self._pumps.append(pump)
-        self.procs.append((name, proc, log))
-        return proc
+        return proc, log
 
     def node(self, executable: str, *params: str, name: str | None = None,
              ros_args: Sequence[str] = (), echo: Callable[[str], None] | None = None

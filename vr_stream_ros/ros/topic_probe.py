@@ -23,7 +23,10 @@ from vr_stream_ros.ros.frame_source import NEWEST_ONLY
 
 
 def _latency(msg: LatencyStats) -> dict:
-    return {"fps": msg.fps, "detections_sent": msg.detections_sent,
+    return {"mono_ns": time.monotonic_ns(), "fps": msg.fps, "frames_sent": msg.frames_sent,
+            "frames_skipped": msg.frames_skipped, "frames_dropped": msg.frames_dropped,
+            "frames_torn": msg.frames_torn, "frames_lost": msg.frames_lost,
+            "detections_sent": msg.detections_sent,
             "detection_lag_frames": msg.detection_lag_frames,
             "eye_skew_p50_ms": msg.eye_skew_p50_ms, "eye_skew_p99_ms": msg.eye_skew_p99_ms,
             "stereo_pairs_dropped": msg.stereo_pairs_dropped,
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=("compressed", "latency"))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--lines", action="store_true",
+                        help="also print each message as a JSON line as it comes (soak, chaos)")
     ns = parser.parse_args(argv)
     rclpy.init()
     node = rclpy.create_node("topic_probe")
@@ -45,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         node.create_subscription(CompressedImage, "image_raw/compressed",
                                  lambda m: got.append(len(m.data)), NEWEST_ONLY)
     else:
-        node.create_subscription(LatencyStats, "latency", lambda m: got.append(_latency(m)),
+        def on_latency(msg: LatencyStats) -> None:
+            got.append(_latency(msg))
+            if ns.lines:
+                print(json.dumps(got[-1]), flush=True)
+        node.create_subscription(LatencyStats, "latency", on_latency,
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     first_by = time.monotonic() + 30.0
     while not got and time.monotonic() < first_by:  # counted from the first message:

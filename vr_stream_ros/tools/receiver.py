@@ -544,6 +544,8 @@ class StreamReceiver:
                        if self.fec is not None else {})},
             "decoded_at_ms": [round((t - self.decoded_at_ns[0]) / 1e6, 3)
                               for t in self.decoded_at_ns],
+            # CLOCK_MONOTONIC of decoded_at_ms's 0, to line decodes up with events on this host
+            "decoded_origin_mono_ns": self.decoded_at_ns[0] if self.decoded_at_ns else None,
             "malformed_packets": d.malformed,
             "malformed_rtcp": self.rtcp_malformed,
             "bytes": st.bytes,
