@@ -3,7 +3,9 @@
 The video thread encodes straight from the ring view and pushes the access unit to
 every viewer; the server's asyncio thread handles signaling, the page's per-frame
 reports (they land in the stats as ``browser_decoded``, ``browser_drawn`` and, in VR,
-``xr_submitted``) and keyframe requests.
+``xr_submitted``), keyframe requests (PLI/FIR: the next frame is an IDR) and the
+browsers' bandwidth estimates (REMB: the encoder's bitrate follows the lowest, within
+[min_bitrate_bps, the encoder's configured bitrate]; webrtc/congestion.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from vr_stream_ros.ring.frame_ring import FrameView
 from vr_stream_ros.rtp.rtcp import DetectionsMeta
 from vr_stream_ros.sinks.base import FrameSink, HeadsetStatus, Outcome, SendOutcome
 from vr_stream_ros.sinks.stream_stats import StreamStats
+from vr_stream_ros.webrtc.congestion import RembFollower
 from vr_stream_ros.webrtc.reports import BROWSER_DRAWN, PAGE_STAGES
 from vr_stream_ros.webrtc.server import WebRtcConfig, WebRtcServer
 
@@ -30,17 +33,30 @@ class WebRtcSink(FrameSink):
     stages = PAGE_STAGES
 
     def __init__(self, encoder: H264Encoder, config: WebRtcConfig, stats: StreamStats,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, min_bitrate_bps: int = 0) -> None:
         self._h264 = encoder
+        self._log = log
+        self.follower = RembFollower(min(min_bitrate_bps or encoder.bitrate_bps,
+                                         encoder.bitrate_bps), encoder.bitrate_bps)
         self._stats = stats
         self._last_report_ns = 0
         self._lock = threading.Lock()
         self.server = WebRtcServer(config, on_report=self._on_report,
-                                   on_keyframe=self._keyframe_wanted, log=log)
+                                   on_keyframe=self._keyframe_wanted,
+                                   on_remb=self._remb, log=log)
         self.server.start()  # OSError naming the port or certificate
 
     def _keyframe_wanted(self) -> None:
         self._h264.force_keyframe = True  # read by the video thread before its next frame
+
+    def _remb(self, bps: int) -> None:
+        """The viewers' lowest estimate (asyncio thread): maybe a new encoder rate."""
+        new = self.follower.update(bps, time.monotonic())
+        if new is not None:
+            self._h264.set_bitrate(new)
+            self._log(f"H.264 bitrate {new / 1e6:.2f} Mbit/s (browser estimate "
+                      f"{bps / 1e6:.2f} Mbit/s, range {self.follower.min_bps / 1e6:.2f}-"
+                      f"{self.follower.max_bps / 1e6:.2f})")
 
     def _on_report(self, frame: int, capture_ns: int, stages: dict[str, int]) -> None:
         """The page reached ``stages`` with ``frame`` (asyncio thread; our clock)."""
@@ -72,7 +88,8 @@ class WebRtcSink(FrameSink):
             fresh = now_ns - self._last_report_ns < REPORT_FRESH_NS and self._last_report_ns > 0
         return HeadsetStatus(fresh=fresh, measured_to="drawn in the browser",
                              end_stage=BROWSER_DRAWN, stages=PAGE_STAGES,
-                             reports_malformed=self.server.reports_malformed)
+                             reports_malformed=self.server.reports_malformed,
+                             target_rate_mbps=self.follower.target_bps / 1e6)
 
     def close(self) -> None:
         """Close every viewer and stop the server's thread (no report comes after)."""
