@@ -33,7 +33,8 @@ class WebRtcSink(FrameSink):
     stages = PAGE_STAGES
 
     def __init__(self, encoder: H264Encoder, config: WebRtcConfig, stats: StreamStats,
-                 log: Callable[[str], None] = print, min_bitrate_bps: int = 0) -> None:
+                 log: Callable[[str], None] = print, min_bitrate_bps: int = 0,
+                 rewrite_sdp: Callable[[str, str], str] | None = None) -> None:
         self._h264 = encoder
         self._log = log
         self.follower = RembFollower(min(min_bitrate_bps or encoder.bitrate_bps,
@@ -43,7 +44,7 @@ class WebRtcSink(FrameSink):
         self._lock = threading.Lock()
         self.server = WebRtcServer(config, on_report=self._on_report,
                                    on_keyframe=self._keyframe_wanted,
-                                   on_remb=self._remb, log=log)
+                                   on_remb=self._remb, rewrite_sdp=rewrite_sdp, log=log)
         self.server.start()  # OSError naming the port or certificate
 
     def _keyframe_wanted(self) -> None:

@@ -161,6 +161,7 @@ class WebRtcServer:
                  on_report: Callable[[int, int, dict[str, int]], None] | None = None,
                  on_keyframe: Callable[[], None] | None = None,
                  on_remb: Callable[[int], None] | None = None,
+                 rewrite_sdp: Callable[[str, str], str] | None = None,
                  log: Callable[[str], None] = print) -> None:
         self.config = config
         self.token = config.token or secrets.token_urlsafe(16)
@@ -169,6 +170,9 @@ class WebRtcServer:
                        if config.max_playout_delay_ms >= 0 else None)
         self._on_keyframe = on_keyframe or (lambda: None)
         self._on_remb = on_remb or (lambda bps: None)
+        self._rewrite_sdp = rewrite_sdp or (lambda kind, sdp: sdp)
+        """("offer" | "answer", sdp) -> sdp: the bench's hook to put a relay between the
+        browser and aiortc (bench/link_webrtc.py); the identity otherwise."""
         self.feedback = congestion.FeedbackCounters()
         """PLI, FIR and REMB from every viewer (webrtc/congestion.py)."""
         self._log = log
@@ -346,7 +350,7 @@ class WebRtcServer:
 
     async def _answer(self, request, offer):
         from aiohttp import web
-        from aiortc import RTCConfiguration, RTCPeerConnection
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: LAN only
         viewer_id = self._next_id
         self._next_id += 1
@@ -365,6 +369,7 @@ class WebRtcServer:
                 await self._drop(viewer_id)
 
         try:
+            offer = RTCSessionDescription(self._rewrite_sdp("offer", offer.sdp), offer.type)
             await pc.setRemoteDescription(offer)
             sender = pc.addTrack(track)
             # A viewer's picture loss (PLI/FIR) asks our encoder, not aiortc's, for a
@@ -388,7 +393,7 @@ class WebRtcServer:
             delay = f"min {self._delay.min_ms} max {self._delay.max_ms} ms"
         self._log(f"viewer {viewer_id} connected from {request.remote} "
                   f"({len(self._viewers)}/{self.config.max_viewers}); playout delay {delay}")
-        return web.json_response({"sdp": pc.localDescription.sdp,
+        return web.json_response({"sdp": self._rewrite_sdp("answer", pc.localDescription.sdp),
                                   "type": pc.localDescription.type,
                                   "frame_layout": self.config.frame_layout})
 
