@@ -1,11 +1,13 @@
 """The bridge's H.264 follows the browser: aiortc internals the REMB/PLI adaptation leans on
-(fail loudly on an aiortc upgrade), the follower's rules, and real headless Chromium whose
-own REMBs reach the encoder, a low REMB lowering its rate and a PLI making the next frame
-an IDR, both through aiortc's real RTCP routing."""
+(fail loudly on an aiortc upgrade), the follower's rules, and real headless Chromium,
+its media through the seeded impairment relay (bench/link_webrtc.py's SDP hook), whose
+own REMBs reach the encoder; a low REMB lowers its rate and a PLI makes the next frame an
+IDR, both through aiortc's real RTCP parsing and routing."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -20,7 +22,10 @@ aiortc = pytest.importorskip("aiortc")
 from aiortc import rtp  # noqa: E402
 from aiortc.rtcrtpsender import RTCRtpSender  # noqa: E402
 
+from vr_stream_ros.bench.link_webrtc import RelayedSdp, loopback_only  # noqa: E402
 from vr_stream_ros.codecs.h264 import H264Encoder  # noqa: E402
+from vr_stream_ros.graph.processes import ProcessGroup  # noqa: E402
+from vr_stream_ros.net.impairment import LinkConditions  # noqa: E402
 from vr_stream_ros.ring.frame_ring import FrameView  # noqa: E402
 from vr_stream_ros.sinks.stream_stats import StreamStats  # noqa: E402
 from vr_stream_ros.sinks.webrtc import WebRtcSink  # noqa: E402
@@ -95,17 +100,23 @@ def chromium(tmp_path):
 
 
 @pytest.mark.slow
-def test_chromium_remb_and_pli_drive_our_encoder(chromium) -> None:
-    """Chromium's own REMBs arrive and move the rate; a low REMB and a PLI routed through
-    aiortc's RTCP path lower the rate (encoder, /latency's target_rate_mbps) and make the
-    next frame an IDR."""
+def test_chromium_remb_and_pli_drive_our_encoder(chromium, tmp_path, monkeypatch) -> None:
+    """Through the relay (5 ms, 1 % loss, seeded): Chromium decodes, its own REMBs arrive;
+    a low REMB and a PLI fed to aiortc's RTCP parsing lower the rate (encoder, /latency's
+    target_rate_mbps) and make the next frame an IDR."""
+    import aioice.ice
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", loopback_only)
+    group = ProcessGroup(tmp_path / "logs")
+    relay_json = tmp_path / "relay.json"
+    hook = RelayedSdp(group, LinkConditions(delay_ms=5.0, loss=0.01, seed=13), 60.0,
+                      str(relay_json))
     port = free_port(socket.SOCK_STREAM)
     logs: list[str] = []
     encoder = H264Encoder(640, 360, 30, 4_000_000, keyframe_interval=600)
     sink = WebRtcSink(encoder, WebRtcConfig(bind="127.0.0.1", port=port, token="t",
                                             tls=False),
                       StreamStats(WebRtcSink.stages), log=logs.append,
-                      min_bitrate_bps=500_000)
+                      min_bitrate_bps=500_000, rewrite_sdp=hook)
     stop = threading.Event()
     frames: list[tuple[float, bool]] = []  # (encoded at, keyframe) per frame
 
@@ -160,3 +171,9 @@ def test_chromium_remb_and_pli_drive_our_encoder(chromium) -> None:
         stop.set()
         thread.join(5)
         sink.close()
+        if hook.relay is not None:
+            hook.relay.terminate()
+            group.wait(hook.relay, timeout=10)
+        group.stop_all()
+    relay = json.loads(relay_json.read_text())
+    assert relay["forwarded"] > 100 and relay["lost"] > 0, relay  # the media went through it

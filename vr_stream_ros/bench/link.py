@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unknown condition or variant {bad}: expected conditions from "
                      f"{list(CONDITIONS)} and variants from {list(VARIANTS)}")
+    webrtc_names = [c for c in ns.webrtc_conditions.split(",") if c]
+    if any(c not in CONDITIONS for c in webrtc_names):
+        parser.error(f"--webrtc-conditions {webrtc_names}: expected conditions from "
+                     f"{list(CONDITIONS)}")
     seconds = 2.0 if ns.quick else ns.seconds
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_link_") as tmp:
@@ -271,9 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         webrtc = []
         if ns.webrtc_seconds > 0:
             from vr_stream_ros.bench import link_webrtc
-            webrtc = link_webrtc.run_all(
-                tmp, [c for c in ns.webrtc_conditions.split(",") if c in CONDITIONS],
-                2.0 if ns.quick else ns.webrtc_seconds)
+            webrtc = link_webrtc.run_all(tmp, webrtc_names,
+                                         2.0 if ns.quick else ns.webrtc_seconds)
     print(table(results))
     if webrtc:
         print(link_webrtc.table(webrtc))

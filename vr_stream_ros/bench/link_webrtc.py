@@ -74,8 +74,8 @@ class _Drawn(StreamStats):
                                               samples[BROWSER_DRAWN] / 1e6))
 
 
-class _RelayedSdp:
-    """The server's SDP hook: the browser's loopback candidate -> a relay started for it."""
+class RelayedSdp:
+    """The server's SDP hook: the browser's first IPv4 candidate -> a relay started for it."""
 
     def __init__(self, group: ProcessGroup, cond: LinkConditions, seconds: float,
                  summary: str) -> None:
@@ -111,17 +111,19 @@ class _RelayedSdp:
         return "".join(out)
 
 
-def _loopback_only() -> None:
-    """aiortc gathers on 127.0.0.1 only (one local candidate: the relay sees one peer)."""
-    import aioice.ice
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+def loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    """For aioice.ice.get_host_addresses: aiortc gathers on 127.0.0.1 only (one local
+    candidate, so the relay sees one peer)."""
+    return ["127.0.0.1"]
 
 
 def run_webrtc(tmp: str, browser, condition: str, cond: LinkConditions,
                seconds: float, fps: float = 60.0, size: tuple[int, int] = (1280, 720)) -> dict:
     """One run: sink -> relay -> Chromium for ``seconds`` of frames; the figures."""
     import json
-    _loopback_only()
+
+    import aioice.ice
+    aioice.ice.get_host_addresses = loopback_only
     width, height = size
     label = f"{condition}_webrtc"
     relay_json = os.path.join(tmp, f"{label}_relay.json")
@@ -130,7 +132,7 @@ def run_webrtc(tmp: str, browser, condition: str, cond: LinkConditions,
     port = free_port(socket.SOCK_STREAM)
     rates: list[tuple[int, int]] = []  # (ns, bit/s) whenever the encoder's rate changes
     with ProcessGroup(os.path.join(tmp, label)) as group:
-        hook = _RelayedSdp(group, cond, seconds + CONNECT_S, relay_json)
+        hook = RelayedSdp(group, cond, seconds + CONNECT_S, relay_json)
         sink = WebRtcSink(encoder, WebRtcConfig(bind="127.0.0.1", port=port, token="bench",
                                                 tls=False),
                           stats, log=logs.append, min_bitrate_bps=MIN_BITRATE,
