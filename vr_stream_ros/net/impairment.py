@@ -264,7 +264,8 @@ def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not _this_host(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"--to {text!r}: expected 127.x.y.z:PORT or an "
-                                         "address of this host (the relay stays on it)")
+                                         "address of this host (the relay stays on loopback "
+                                         "and this host's own addresses)")
     return host, int(port)
 
 
