@@ -25,6 +25,7 @@ PLIs/FIRs and keyframes, NACK resends seen by the relay as forwarded datagrams.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -53,6 +54,10 @@ CONDITIONS = ("clean", "loss_1pct", "dip_10mbps_2s")
 MAX_BITRATE, MIN_BITRATE = 8_000_000, 1_000_000  # the bridge's defaults (node_params)
 KEYFRAME_INTERVAL = 600
 CONNECT_S = 20.0
+DIP_SHIFT_S = 3.0
+"""Capacity dips start this much later than in the RTP runs: their clock starts at the
+relay's first datagram (ICE's first check), and ICE, DTLS and the first keyframe take
+1-3 s here before frames flow."""
 GAP_LIMITS_MS = (50.0, 100.0)
 _CANDIDATE = re.compile(r"^a=candidate:\S+ 1 udp \d+ (\d+\.\d+\.\d+\.\d+) (\d+) typ host",
                         re.IGNORECASE | re.MULTILINE)
@@ -125,6 +130,8 @@ def run_webrtc(tmp: str, browser, condition: str, cond: LinkConditions,
     import aioice.ice
     aioice.ice.get_host_addresses = loopback_only
     width, height = size
+    cond = dataclasses.replace(cond, dips=tuple((start + DIP_SHIFT_S, length, mbps)
+                                                for start, length, mbps in cond.dips))
     label = f"{condition}_webrtc"
     relay_json = os.path.join(tmp, f"{label}_relay.json")
     stats, logs = _Drawn(), []
@@ -210,6 +217,9 @@ def run_webrtc(tmp: str, browser, condition: str, cond: LinkConditions,
         "relay": {k: relay.get(k) for k in ("forwarded", "returned", "lost", "queue_drops")},
     }
     for start, length, _mbps in cond.dips:  # from the relay's start (~its first datagram)
+        if hook.started_ns + (start + length) * 1e9 > end_ns:
+            figures["dip_outside_run"] = True  # a --quick run: too short for the dip
+            continue
         lo = hook.started_ns + int(start * 1e9)
         hi = hook.started_ns + int((start + length) * 1e9)
         in_dip = [t for t in times if lo <= t < hi]
@@ -223,7 +233,6 @@ def run_webrtc(tmp: str, browser, condition: str, cond: LinkConditions,
 
 
 def _copy(feedback) -> dict:
-    import dataclasses
     return dataclasses.asdict(feedback)
 
 
