@@ -68,6 +68,10 @@ def test_follower_drops_at_once_clamps_and_climbs_slowly() -> None:
     assert up is not None and 1e6 < up < 8e6  # smoothed, not a jump to the estimate
     assert f.update(up * 1.05, 3.0) is None  # within MIN_CHANGE: the encoder is not reopened
     assert f.lowest_bps == 1e6 and f.changes == 3
+    still = congestion.RembFollower(1e6, 8e6)  # a still scene: 0.7 Mbit/s sent
+    assert still.update(1.05e6, 0.0, sent_bps=0.7e6) is None  # would not bind: kept
+    assert still.target_bps == 8e6 and still.app_limited == 1
+    assert still.update(0.5e6, 0.1, sent_bps=2e6) == 1_000_000  # binds: followed
     with pytest.raises(ValueError, match="min 9e\\+06 bit/s must be > 0 and <= max"):
         congestion.RembFollower(9e6, 8e6)
 

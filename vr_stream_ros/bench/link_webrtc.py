@@ -19,8 +19,9 @@ were not needed: the relay already shapes every datagram in user space.
 
 Per run: frames drawn / sent, longest freeze (the longest gap between two frames drawn,
 from the page's stamps in the bridge's clock), gaps over 50 / 100 ms, capture -> drawn
-p50/p95/p99, the encoder's bitrate (start, lowest, lowest during a dip, changes), REMBs,
-PLIs/FIRs and keyframes, NACK resends seen by the relay as forwarded datagrams.
+p50/p95/p99, the encoder's bitrate (start, lowest, lowest during a dip, changes and when),
+REMBs (and those not applied because the encoder already sent less), PLIs/FIRs and
+keyframes, stamps the page could not read (a blurred frame counts as not drawn).
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ def run_webrtc(tmp: str, browser, condition: str, cond: LinkConditions,
             end_ns = time.monotonic_ns()
             feedback, keyframes = _copy(sink.server.feedback), encoder.keyframes
             time.sleep(0.5)  # the last frames' reports
+            unreadable = browser.stat("unreadable")
         finally:
             stop.set()
             thread.join(5)
@@ -194,7 +196,9 @@ def run_webrtc(tmp: str, browser, condition: str, cond: LinkConditions,
     window = sorted(i for i, t in sent.items() if start_ns <= t < end_ns)
     drawn = [(stats.drawn[i][0], stats.drawn[i][1]) for i in window if i in stats.drawn]
     times = sorted(t for t, _ in drawn)
-    gaps = [(b - a) / 1e6 for a, b in itertools.pairwise([start_ns, *times, end_ns])]
+    edges = [start_ns, *times, end_ns]
+    gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(edges)]
+    worst = max(range(len(gaps)), key=gaps.__getitem__, default=0)
     lat = summarize([ms for _, ms in drawn])
     in_window = [r for t, r in rates if start_ns <= t < end_ns]
     before = [r for t, r in rates if t < start_ns]
@@ -210,6 +214,11 @@ def run_webrtc(tmp: str, browser, condition: str, cond: LinkConditions,
         "bitrate_start_mbps": (before[-1] if before else MAX_BITRATE) / 1e6,
         "bitrate_min_mbps": min([*in_window, *(before[-1:])], default=MAX_BITRATE) / 1e6,
         "bitrate_changes": len(in_window),
+        "longest_freeze_at_s": round((edges[worst] - start_ns) / 1e9, 2),
+        "bitrate_changed_at_s": [round((t - start_ns) / 1e9, 2) for t, _ in rates
+                                 if start_ns <= t < end_ns],
+        "unreadable_stamps": unreadable,
+        "remb_not_binding": sink.follower.app_limited,
         "remb": feedback["remb"] - feedback0["remb"],
         "last_remb_mbps": round(feedback["last_remb_bps"] / 1e6, 2),
         "pli": feedback["pli"] - feedback0["pli"], "fir": feedback["fir"] - feedback0["fir"],

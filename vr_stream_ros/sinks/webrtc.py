@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from vr_stream_ros.codecs.h264 import H264Encoder
@@ -24,6 +25,7 @@ from vr_stream_ros.webrtc.reports import BROWSER_DRAWN, PAGE_STAGES
 from vr_stream_ros.webrtc.server import WebRtcConfig, WebRtcServer
 
 REPORT_FRESH_NS = 3_000_000_000
+SENT_WINDOW_NS = 1_000_000_000  # what the encoder sent lately, for the REMB follower
 
 
 class WebRtcSink(FrameSink):
@@ -40,6 +42,7 @@ class WebRtcSink(FrameSink):
         self.follower = RembFollower(min(min_bitrate_bps or encoder.bitrate_bps,
                                          encoder.bitrate_bps), encoder.bitrate_bps)
         self._stats = stats
+        self._sent: deque[tuple[int, int]] = deque()  # (ns, bytes) of the last second
         self._last_report_ns = 0
         self._lock = threading.Lock()
         self.server = WebRtcServer(config, on_report=self._on_report,
@@ -52,12 +55,21 @@ class WebRtcSink(FrameSink):
 
     def _remb(self, bps: int) -> None:
         """The viewers' lowest estimate (asyncio thread): maybe a new encoder rate."""
-        new = self.follower.update(bps, time.monotonic())
+        new = self.follower.update(bps, time.monotonic(), self.sent_bps())
         if new is not None:
             self._h264.set_bitrate(new)
             self._log(f"H.264 bitrate {new / 1e6:.2f} Mbit/s (browser estimate "
                       f"{bps / 1e6:.2f} Mbit/s, range {self.follower.min_bps / 1e6:.2f}-"
                       f"{self.follower.max_bps / 1e6:.2f})")
+
+    def sent_bps(self) -> float:
+        """What the encoder sent over the last second, bit/s (any thread)."""
+        with self._lock:
+            sent = list(self._sent)
+        if len(sent) < 2:
+            return 0.0
+        span = max(sent[-1][0] - sent[0][0], 1)
+        return sum(b for _, b in sent[1:]) * 8e9 / span
 
     def _on_report(self, frame: int, capture_ns: int, stages: dict[str, int]) -> None:
         """The page reached ``stages`` with ``frame`` (asyncio thread; our clock)."""
@@ -75,6 +87,10 @@ class WebRtcSink(FrameSink):
             return SendOutcome(Outcome.TORN, encoded_ns)
         for packet in packets:
             self.server.push(packet, view.seq, view.capture_ns)
+        with self._lock:
+            self._sent.append((encoded_ns, sum(p.size for p in packets)))
+            while self._sent[0][0] < encoded_ns - SENT_WINDOW_NS:
+                self._sent.popleft()
         return SendOutcome(Outcome.SENT, encoded_ns, time.monotonic_ns())
 
     def send_detections(self, meta: DetectionsMeta) -> bool:

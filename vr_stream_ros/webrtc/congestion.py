@@ -98,7 +98,8 @@ def watch_feedback(sender: object, counters: FeedbackCounters,
 
 class RembFollower:
     """The encoder's bitrate from the browser's estimates: clamped to [min, max], down at
-    once, up smoothed and at most once per MIN_INTERVAL_S, unchanged within MIN_CHANGE."""
+    once when it binds, up smoothed and at most once per MIN_INTERVAL_S, unchanged within
+    MIN_CHANGE."""
 
     def __init__(self, min_bps: float, max_bps: float) -> None:
         if not 0 < min_bps <= max_bps:
@@ -110,15 +111,26 @@ class RembFollower:
         self._last_change_s = -math.inf
         self.changes = 0
         self.lowest_bps = float(max_bps)
+        self.app_limited = 0
+        """Lower estimates not applied: the encoder already sent less."""
 
-    def update(self, remb_bps: float, now_s: float) -> int | None:
-        """A REMB arrived at ``now_s``; the new target (bit/s) when it changes, else None."""
+    def update(self, remb_bps: float, now_s: float,
+               sent_bps: float | None = None) -> int | None:
+        """A REMB arrived at ``now_s``; the new target (bit/s) when it changes, else None.
+
+        ``sent_bps``, what the encoder really sent lately: a lower target that it already
+        stays under is not applied (the stream is application-limited, e.g. a still
+        scene: Chromium's estimate is then ~1.5 x what arrives, and a reopened encoder's
+        IDR would cost 100-200 ms of blurred frames for nothing, measured)."""
         estimate = min(self.max_bps, max(self.min_bps, float(remb_bps)))
         if estimate < self._average:
             self._average = estimate
         else:
             self._average += SMOOTHING * (estimate - self._average)
         wanted = self._average
+        if wanted < self.target_bps and sent_bps is not None and sent_bps < wanted:
+            self.app_limited += 1
+            return None
         change = (wanted - self.target_bps) / self.target_bps
         if abs(change) < MIN_CHANGE and not (wanted in (self.min_bps, self.max_bps)
                                              and wanted != self.target_bps):
