@@ -77,9 +77,9 @@ class RunResult:
 
 
 def _relay_argv(listen: int, target: int, cond: LinkConditions, seconds: float,
-                summary: str) -> list[str]:
+                summary: str, target_host: str = "127.0.0.1") -> list[str]:
     argv = [sys.executable, "-m", "vr_stream_ros.net.impairment", "--listen", str(listen),
-            "--to", f"127.0.0.1:{target}", "--delay-ms", str(cond.delay_ms),
+            "--to", f"{target_host}:{target}", "--delay-ms", str(cond.delay_ms),
             "--jitter-ms", str(cond.jitter_ms), "--loss", str(cond.loss),
             "--rate-mbps", str(cond.rate_mbps), "--queue-ms", str(cond.queue_ms),
             "--seed", str(cond.seed), "--duration", str(seconds), "--summary-json", summary]
@@ -240,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of: " + ", ".join(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="2 s runs (the tests' version)")
+    parser.add_argument("--webrtc-seconds", type=float, default=8.0,
+                        help="per WebRTC run (bench/link_webrtc.py: H.264 to headless "
+                             "Chromium through the same relay; 0 = none; default 8)")
+    parser.add_argument("--webrtc-conditions", default="clean,loss_1pct,dip_10mbps_2s",
+                        help="comma-separated conditions for the WebRTC runs")
     parser.add_argument("--tcp-seconds", type=float, default=22.0,
                         help="per TCP run (bench/link_tcp.py; root only; 0 = none; default "
                              "22: two of BBR's 10 s round-trip probes)")
@@ -250,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unknown condition or variant {bad}: expected conditions from "
                      f"{list(CONDITIONS)} and variants from {list(VARIANTS)}")
+    webrtc_names = [c for c in ns.webrtc_conditions.split(",") if c]
+    if any(c not in CONDITIONS for c in webrtc_names):
+        parser.error(f"--webrtc-conditions {webrtc_names}: expected conditions from "
+                     f"{list(CONDITIONS)}")
     seconds = 2.0 if ns.quick else ns.seconds
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_link_") as tmp:
@@ -263,10 +272,18 @@ def main(argv: list[str] | None = None) -> int:
             results += run_all(tmp, 2.0 if ns.quick else ns.tcp_seconds)
         elif ns.tcp_seconds > 0:
             print("[bench-link] TCP runs skipped: network namespaces need root", flush=True)
+        webrtc = []
+        if ns.webrtc_seconds > 0:
+            from vr_stream_ros.bench import link_webrtc
+            webrtc = link_webrtc.run_all(tmp, webrtc_names,
+                                         2.0 if ns.quick else ns.webrtc_seconds)
     print(table(results))
+    if webrtc:
+        print(link_webrtc.table(webrtc))
     print(json.dumps({"seconds": seconds, "fps": FPS, "size": [W, H], "delay_ms": DELAY_MS,
                       "seed": SEED, "runs": [{"condition": r.condition, "variant": r.variant,
-                                              **r.figures} for r in results]}))
+                                              **r.figures} for r in results],
+                      "webrtc": [{"condition": n, **f} for n, f in webrtc]}))
     return 0
 
 

@@ -215,6 +215,10 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               min=1, max=16),
     ParamSpec("bitrate_mbps", 8.0, "transport:=webrtc: H.264 bitrate cap, Mbit/s.",
               min=0.5, max=100.0),
+    ParamSpec("min_bitrate_mbps", 1.0,
+              "transport:=webrtc: lowest H.264 bitrate the browser's bandwidth estimate "
+              "(REMB) may lower the encoder to, Mbit/s; the estimate moves it between this "
+              "and bitrate_mbps (must not exceed it).", min=0.1, max=100.0),
     ParamSpec("keyframe_interval", 30,
               "transport:=webrtc: frames between keyframes (also sent at once on a viewer's "
               "picture-loss request).", min=1, max=600),

@@ -247,11 +247,25 @@ def _dip(text: str) -> tuple[float, float, float]:
     return start, length, mbps
 
 
+def _this_host(host: str) -> bool:
+    """True for an IPv4 address of this host (a socket can bind it): loopback, or the LAN
+    address a browser offers its WebRTC candidates on (bench/link_webrtc.py)."""
+    if host.startswith("127."):
+        return True
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+    except OSError:  # not an address of this host (or not an address at all)
+        return False
+    return True
+
+
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host.startswith("127.") or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"--to {text!r}: expected 127.x.y.z:PORT (the relay "
-                                         "stays on loopback)")
+    if not _this_host(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"--to {text!r}: expected 127.x.y.z:PORT or an "
+                                         "address of this host (the relay stays on loopback "
+                                         "and this host's own addresses)")
     return host, int(port)
 
 
@@ -267,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: relay until --duration or a signal, then print the counters as JSON."""
     parser = argparse.ArgumentParser(prog="impairment", description=__doc__.splitlines()[0])
     parser.add_argument("--listen", type=int, required=True, help="port on 127.0.0.1")
-    parser.add_argument("--to", type=_address, required=True, help="127.x.y.z:PORT")
+    parser.add_argument("--to", type=_address, required=True,
+                        help="127.x.y.z:PORT, or an address of this host")
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--reorder", action="store_true", help="jitter may reorder")

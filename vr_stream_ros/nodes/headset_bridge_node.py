@@ -127,6 +127,9 @@ class HeadsetBridgeNode(RingNode):
         except ImportError as exc:
             raise ParameterError(f"parameter 'transport': webrtc needs aiortc and aiohttp "
                                  f"({exc}); pip install aiortc aiohttp") from None
+        if p["min_bitrate_mbps"] > p["bitrate_mbps"]:
+            raise ParameterError(f"parameter 'min_bitrate_mbps': {p['min_bitrate_mbps']:g} "
+                                 f"exceeds bitrate_mbps {p['bitrate_mbps']:g}; expected <= it")
         if bool(p["webrtc_cert"]) != bool(p["webrtc_key"]):
             raise ParameterError("parameters 'webrtc_cert' and 'webrtc_key': give both "
                                  "(PEM files) or neither (a self-signed certificate)")
@@ -147,7 +150,8 @@ class HeadsetBridgeNode(RingNode):
                               max_playout_delay_ms=p["webrtc_max_playout_delay_ms"],
                               frame_layout=spec.layout)
         try:
-            return WebRtcSink(encoder, config, self._stats, log=self.get_logger().info)
+            return WebRtcSink(encoder, config, self._stats, log=self.get_logger().info,
+                              min_bitrate_bps=int(p["min_bitrate_mbps"] * 1e6))
         except OSError as exc:
             raise ParameterError(str(exc)) from None
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from aiortc.mediastreams import MediaStreamTrack
 
-from vr_stream_ros.webrtc import playout_delay
+from vr_stream_ros.webrtc import congestion, playout_delay
 from vr_stream_ros.webrtc.guard import (
     MAX_OFFER_BYTES,
     Guard,
@@ -79,6 +79,8 @@ class _Viewer:
     started: float = field(default_factory=time.monotonic)
     channel: object | None = None
     """Its text channel: the data channel 'vr', or the _SocketFeed."""
+    remb_bps: int = 0
+    """Its browser's latest bandwidth estimate (REMB); 0 = none yet."""
 
 
 def _allow_loopback_candidates() -> None:
@@ -158,6 +160,8 @@ class WebRtcServer:
     def __init__(self, config: WebRtcConfig, *,
                  on_report: Callable[[int, int, dict[str, int]], None] | None = None,
                  on_keyframe: Callable[[], None] | None = None,
+                 on_remb: Callable[[int], None] | None = None,
+                 rewrite_sdp: Callable[[str, str], str] | None = None,
                  log: Callable[[str], None] = print) -> None:
         self.config = config
         self.token = config.token or secrets.token_urlsafe(16)
@@ -165,6 +169,12 @@ class WebRtcServer:
         self._delay = (playout_delay.PlayoutDelay(0, config.max_playout_delay_ms)
                        if config.max_playout_delay_ms >= 0 else None)
         self._on_keyframe = on_keyframe or (lambda: None)
+        self._on_remb = on_remb or (lambda bps: None)
+        self._rewrite_sdp = rewrite_sdp or (lambda kind, sdp: sdp)
+        """("offer" | "answer", sdp) -> sdp: the bench's hook to put a relay between the
+        browser and aiortc (bench/link_webrtc.py); the identity otherwise."""
+        self.feedback = congestion.FeedbackCounters()
+        """PLI, FIR and REMB from every viewer (webrtc/congestion.py)."""
         self._log = log
         self._viewers: dict[int, _Viewer] = {}
         self._next_id = 0
@@ -340,7 +350,7 @@ class WebRtcServer:
 
     async def _answer(self, request, offer):
         from aiohttp import web
-        from aiortc import RTCConfiguration, RTCPeerConnection
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: LAN only
         viewer_id = self._next_id
         self._next_id += 1
@@ -359,11 +369,14 @@ class WebRtcServer:
                 await self._drop(viewer_id)
 
         try:
+            offer = RTCSessionDescription(self._rewrite_sdp("offer", offer.sdp), offer.type)
             await pc.setRemoteDescription(offer)
             sender = pc.addTrack(track)
             # A viewer's picture loss (PLI/FIR) asks our encoder, not aiortc's, for a
             # keyframe: aiortc only packs the access units we give it.
             sender._send_keyframe = self._request_keyframe
+            congestion.watch_feedback(sender, self.feedback,
+                                      lambda bps: self._remb(viewer, bps))
             if self._delay is not None:
                 playout_delay.use_playout_delay(sender, self._delay)
             await pc.setLocalDescription(await pc.createAnswer())
@@ -380,7 +393,7 @@ class WebRtcServer:
             delay = f"min {self._delay.min_ms} max {self._delay.max_ms} ms"
         self._log(f"viewer {viewer_id} connected from {request.remote} "
                   f"({len(self._viewers)}/{self.config.max_viewers}); playout delay {delay}")
-        return web.json_response({"sdp": pc.localDescription.sdp,
+        return web.json_response({"sdp": self._rewrite_sdp("answer", pc.localDescription.sdp),
                                   "type": pc.localDescription.type,
                                   "frame_layout": self.config.frame_layout})
 
@@ -437,6 +450,12 @@ class WebRtcServer:
         for v in self._viewers.values():
             v.track.waiting_for_keyframe = True
         self._on_keyframe()
+
+    def _remb(self, viewer: _Viewer, bps: int) -> None:
+        """A viewer's new estimate: the encoder serves them all, so the lowest counts."""
+        viewer.remb_bps = bps
+        self._on_remb(min((v.remb_bps for v in self._viewers.values() if v.remb_bps),
+                          default=bps))
 
     def _fan_out(self, packet) -> None:
         for v in list(self._viewers.values()):
