@@ -40,6 +40,17 @@ needs_ros = pytest.mark.skipif(
 
 
 @pytest.fixture
+def chromium(tmp_path):
+    """Debian's Chromium driven by Debian's chromedriver (installed when missing)."""
+    from debian_tools import ensure_debian_packages
+
+    from vr_stream_ros.tools.chromium import PACKAGES, Chromium
+    ensure_debian_packages("chromedriver", list(PACKAGES))
+    with Chromium(tmp_path / "chromium-profile") as browser:
+        yield browser
+
+
+@pytest.fixture
 def port() -> int:
     """A free port usable for both UDP and TCP."""
     return free_port(None)

@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pytest
 from conftest import free_port, wait_for
-from debian_tools import ensure_debian_packages
 
 aiortc = pytest.importorskip("aiortc")
 
@@ -29,7 +28,6 @@ from vr_stream_ros.net.impairment import LinkConditions  # noqa: E402
 from vr_stream_ros.ring.frame_ring import FrameView  # noqa: E402
 from vr_stream_ros.sinks.stream_stats import StreamStats  # noqa: E402
 from vr_stream_ros.sinks.webrtc import WebRtcSink  # noqa: E402
-from vr_stream_ros.tools.chromium import PACKAGES, Chromium  # noqa: E402
 from vr_stream_ros.webrtc import congestion  # noqa: E402
 from vr_stream_ros.webrtc.server import WebRtcConfig  # noqa: E402
 
@@ -93,14 +91,6 @@ def test_encoder_reopens_at_a_new_rate_with_an_idr() -> None:
     assert after < before / 3, (before, after)
     with pytest.raises(ValueError, match=r"H\.264 bitrate 0 bit/s: expected > 0"):
         enc.set_bitrate(0)
-
-
-@pytest.fixture
-def chromium(tmp_path):
-    """Debian's Chromium (installed when missing), as test_webrtc.py has it."""
-    ensure_debian_packages("chromedriver", list(PACKAGES))
-    with Chromium(tmp_path / "chromium-profile") as browser:
-        yield browser
 
 
 @pytest.mark.slow

@@ -20,20 +20,10 @@ import pytest
 from conftest import free_port, needs_ros, wait_for
 from debian_tools import ensure_debian_packages
 
-from vr_stream_ros.tools.chromium import PACKAGES, Chromium
-
 pytestmark = [needs_ros, pytest.mark.slow]
 
 TOKEN_URL = r"open (https?://\S+/\?token=(\S+))"
 UNVERIFIED = ssl._create_unverified_context()  # self-signed: we test access, not trust
-
-
-@pytest.fixture
-def chromium(tmp_path):
-    """Debian's Chromium driven by Debian's chromedriver (installed when missing)."""
-    ensure_debian_packages("chromedriver", list(PACKAGES))
-    with Chromium(tmp_path / "chromium-profile") as browser:
-        yield browser
 
 
 def _graph(procs, ring_name, http_port, *bridge_params):
