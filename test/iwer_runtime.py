@@ -16,6 +16,7 @@ from debian_tools import ensure_debian_packages
 
 IWER_VERSION = "2.5.0"
 NPM_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "vr_stream_ros", "npm")
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's ca-certificates
 XR_HZ = 90.0
 
 _SETUP = """
@@ -35,6 +36,20 @@ _SETUP = """
 """
 
 
+def npm_environment() -> dict[str, str]:
+    """The environment with the system's CA bundle added to Node's trusted roots.
+
+    Node trusts only its built-in roots, unlike pip and curl: behind a proxy that signs
+    with a local CA (SELF_SIGNED_CERT_IN_CHAIN) npm fails where pip succeeds.
+    """
+    env = dict(os.environ)
+    if "NODE_EXTRA_CA_CERTS" not in env:
+        bundle = env.get("SSL_CERT_FILE") or SYSTEM_CA_BUNDLE
+        if os.path.isfile(bundle):
+            env["NODE_EXTRA_CA_CERTS"] = bundle
+    return env
+
+
 def iwer_script(cache: str = NPM_CACHE) -> str:
     """IWER's browser build plus the set-up above; skips (or fails in CI) without npm."""
     build = os.path.join(cache, "node_modules", "iwer", "build", "iwer.min.js")
@@ -43,7 +58,7 @@ def iwer_script(cache: str = NPM_CACHE) -> str:
         os.makedirs(cache, exist_ok=True)
         result = subprocess.run([npm, "install", "--prefix", cache, "--no-audit", "--no-fund",
                                  f"iwer@{IWER_VERSION}"], capture_output=True, text=True,
-                                timeout=600)
+                                timeout=600, env=npm_environment())
         if result.returncode != 0 or not os.path.exists(build):
             pytest.fail(f"npm install iwer@{IWER_VERSION} into {cache} failed:\n"
                         f"{result.stdout[-1500:]}\n{result.stderr[-1500:]}")
