@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 
 import pytest
 import yaml
-from conftest import needs_ros
+from conftest import needs_ros, wait_for
+
+from vr_stream_ros.graph.processes import ProcessGroup
 
 LAUNCH_FILE = os.path.join(os.path.dirname(__file__), "..", "launch", "stream.launch.py")
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "config", "stream.yaml")
@@ -132,20 +138,44 @@ def test_launch_description_refuses_a_misspelled_argument() -> None:
         _nodes_of_launch_file({"widht": "640"})
 
 
-def _ros2_launch(*args: str, stop_after: float | None = None) -> tuple[int, str]:
-    """Run the real `ros2 launch`; SIGINT it after ``stop_after`` s; (exit code, output)."""
-    proc = subprocess.Popen(["ros2", "launch", "vr_stream_ros", "stream.launch.py", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    if stop_after is not None:
-        time.sleep(stop_after)
-        proc.send_signal(signal.SIGINT)
+def _ros2_launch(*args: str, stop_after: float | None = None,
+                 during: Callable[[subprocess.Popen, Callable[[], str]], None] | None = None,
+                 timeout: float = 60) -> tuple[int, str]:
+    """Run the real `ros2 launch` in its own process group; (exit code, output).
+
+    ``during(proc, output)`` runs while it does (``output()``: what it printed so far);
+    then it is SIGINTed after ``stop_after`` s, or left to end by itself within
+    ``timeout`` s. Nothing it started outlives this, even when ``during`` fails."""
+    with tempfile.TemporaryDirectory(prefix="vrtest_ros2_launch_") as logs, \
+            ProcessGroup(logs) as group:
+        proc = group.start("launch", ["ros2", "launch", "vr_stream_ros", "stream.launch.py",
+                                      *args])
+        if during is not None:
+            during(proc, lambda: group.output("launch"))
+        if stop_after is not None:
+            time.sleep(stop_after)
+            proc.send_signal(signal.SIGINT)
+        code = group.wait(proc, timeout)  # past timeout: SIGINT, then SIGKILL, to the group
+        return code, group.output("launch")
+
+
+_STARTED = re.compile(r"\[(\w+)-\d+\]: process started with pid \[(\d+)\]")
+
+
+def _started_pids(out: str) -> dict[str, list[int]]:
+    """Each node's pids, in the order launch's "process started" lines gave them."""
+    pids: dict[str, list[int]] = {}
+    for name, pid in _STARTED.findall(out):
+        pids.setdefault(name, []).append(int(pid))
+    return pids
+
+
+def _cmdline(pid: int) -> str:
     try:
-        out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-    return proc.returncode, out
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 needs_ros2_launch = pytest.mark.skipif(
@@ -178,3 +208,75 @@ def test_ros2_launch_crash_is_visible_and_clean_stop_is_quiet(ring_name, tmp_pat
     assert code == 0, out
     assert out.count("process has finished cleanly") == 2, out
     assert "was required" not in out and "[ERROR]" not in out, out
+
+
+@needs_ros
+@needs_ros2_launch
+def test_ros2_launch_respawns_a_killed_camera_and_respawn_false_ends(ring_name, tmp_path, port,
+                                                                     procs) -> None:
+    """SIGKILL camera_node under the real `ros2 launch`: with respawn:=false the launch ends
+    by itself (exit 1, saying why; the bridge stopped cleanly); with respawn (the default) launch
+    starts the camera again (new pid, its respawn lines), the bridge keeps its pid and the
+    receiver decodes the new camera's frames. The first run's killed camera leaves its ring
+    behind (SIGKILL cannot be caught); the second run's camera replaces it (frame_ring.py's
+    stale-writer rule), so the ring fixture's /dev/shm check covers both runs."""
+    common = (f"ring_name:={ring_name}", f"sdp_path:={tmp_path / 's.sdp'}",
+              f"headset_port:={port}")
+    ring_path = os.path.join("/dev/shm", ring_name)
+    seen: dict[str, float] = {}  # what the callbacks below did, and when
+
+    def started(output: Callable[[], str]) -> dict[str, list[int]]:
+        pids = wait_for(lambda: (p := _started_pids(output())) and len(p) == 2 and p, 30)
+        assert pids, output()
+        return pids
+
+    def kill_camera_once_ring_exists(proc, output) -> None:
+        pids = started(output)
+        assert wait_for(lambda: os.path.exists(ring_path), 30), output()
+        seen["killed_at"] = time.monotonic()
+        os.kill(pids["camera_node"][0], signal.SIGKILL)
+
+    code, out = _ros2_launch(*common, "respawn:=false", during=kill_camera_once_ring_exists,
+                             timeout=15)
+    assert time.monotonic() - seen["killed_at"] < 15, out  # it ended by itself
+    assert code == 1, out
+    assert "camera_node exited with code -9: the stream cannot go on without it" in out, out
+    assert len(_started_pids(out)["camera_node"]) == 1, out  # not started again
+    bridge = _started_pids(out)["headset_bridge_node"][0]
+    assert f"process has finished cleanly [pid {bridge}]" in out, out
+    assert os.path.exists(ring_path)  # the killed camera's; the next camera replaces it
+
+    summary = tmp_path / "receiver.json"
+    receiver = procs.receiver("--port", str(port), "--bind", "127.0.0.1",
+                              "--summary-json", str(summary))
+
+    def kill_camera_see_it_back(proc, output) -> None:
+        pids = started(output)
+        camera, bridge = pids["camera_node"][0], pids["headset_bridge_node"][0]
+        assert procs.wait_for_output("receiver", r"decoded [1-9]", 30), output()
+        seen["killed_ns"] = time.monotonic_ns()
+        os.kill(camera, signal.SIGKILL)
+        back = wait_for(lambda: _started_pids(output()).get("camera_node", [])[1:], 15)
+        assert back, output()
+        assert back[0] != camera and "__node:=camera_node" in _cmdline(back[0]), output()
+        assert "__node:=headset_bridge_node" in _cmdline(bridge), output()  # still running
+        seen["killed"], seen["respawned"], seen["bridge"] = camera, back[0], bridge
+        time.sleep(3)  # the new camera's frames reach the receiver
+
+    code, out = _ros2_launch(*common, during=kill_camera_see_it_back, stop_after=0.5)
+    procs.stop(receiver)
+    assert code == 0, out
+    assert "removed a stale segment left by a camera_node" in out, out  # the first run's ring
+    assert f"process has died [pid {seen['killed']}, exit code -9" in out, out
+    assert "camera_node was killed (signal 9); starting it again in 0.1 s" in out, out
+    pids = _started_pids(out)
+    assert pids["camera_node"][1:] == [seen["respawned"]], out
+    assert pids["headset_bridge_node"] == [seen["bridge"]], out  # never restarted
+    for pid in (seen["respawned"], seen["bridge"]):
+        assert f"process has finished cleanly [pid {pid}]" in out, out
+    assert "Caught exception" not in out, out
+    with open(summary) as f:
+        rx = json.load(f)
+    decoded_ns = [rx["decoded_origin_mono_ns"] + ms * 1e6 for ms in rx["decoded_at_ms"]]
+    after = [t for t in decoded_ns if t > seen["killed_ns"] + 100e6]  # the respawned camera's
+    assert len(after) >= 30, (len(after), procs.output("receiver"), out)
