@@ -14,13 +14,17 @@ from conftest import free_port, needs_ros, read_json
 pytestmark = [needs_ros, pytest.mark.slow]
 
 
-def test_stereo_pair_arrives_with_both_eyes_stamps_and_skew(procs, port, tmp_path) -> None:
+# jpeg_threads 2: the 640x720 pair as two bands of 23 and 22 MCU rows (the cut is not at
+# the eyes' boundary) spliced with a restart marker, sent as RTP/JPEG type 65.
+@pytest.mark.parametrize("jpeg_threads", [1, 2])
+def test_stereo_pair_arrives_with_both_eyes_stamps_and_skew(procs, port, tmp_path,
+                                                            jpeg_threads: int) -> None:
     summary, latency, sdp = (tmp_path / n for n in ("rx.json", "latency.json", "s.sdp"))
     receiver = procs.receiver("--port", str(port), "--duration", "5", "--quiet",
                               "--summary-json", str(summary))
     procs.node("camera_node", "stereo:=true", "width:=640", "height:=360", "fps:=30.0")
     procs.node("headset_bridge_node", f"headset_port:={port}", f"sdp_path:={sdp}",
-               "stats_period_s:=0.5")
+               "stats_period_s:=0.5", f"jpeg_threads:={jpeg_threads}")
     probe = procs.start("probe", [sys.executable, "-m", "vr_stream_ros.ros.topic_probe",
                                   "latency", "--seconds", "1.5", "--out", str(latency)])
     assert receiver.wait(timeout=40) == 0, procs.output("receiver")
@@ -42,6 +46,8 @@ def test_stereo_pair_arrives_with_both_eyes_stamps_and_skew(procs, port, tmp_pat
     for name in ("camera_node", "headset_bridge_node"):
         assert "Traceback" not in procs.output(name), procs.output(name)
     assert "(stereo top_bottom)" in procs.output("headset_bridge_node")
+    assert ("in 2 parallel bands" in procs.output("headset_bridge_node")) == \
+        (jpeg_threads == 2), procs.output("headset_bridge_node")
 
 
 def test_bridge_refuses_a_side_by_side_pair_too_wide_for_rtp_jpeg(procs) -> None:

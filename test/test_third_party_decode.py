@@ -3,10 +3,12 @@
 Forward: 120 frames of 1280x720 at 30 fps from our packetizer (plain UDP socket) into
 ``gst-launch-1.0 udpsrc ! rtpjpegdepay ! jpegdec`` and into ``ffmpeg -i stream.sdp``
 (the SDP from make_sdp); both write raw RGB, whose pixel stamps must name the frames
-we sent, once each and in order. Reverse: GStreamer's ``rtpjpegpay`` and FFmpeg's RTP
-muxer send our pattern, and JpegDepacketizer must rebuild every frame. Stereo: the
-synthetic pair's 2x1280x720 packed top_bottom (1280x1440, one JPEG per pair) decoded by
-FFmpeg from our SDP (with its a=x-frame-layout), both eyes' stamps read back.
+we sent, once each and in order; as one JPEG, with restart markers, and as two bands
+encoded at once and spliced (jpeg_threads). Reverse: GStreamer's ``rtpjpegpay`` and
+FFmpeg's RTP muxer send our pattern, and JpegDepacketizer must rebuild every frame.
+Stereo: the synthetic pair's 2x1280x720 packed top_bottom (1280x1440, one JPEG per pair,
+whole or as two bands) decoded by FFmpeg from our SDP (with its a=x-frame-layout), both
+eyes' stamps read back.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def _udp_listening(port: int) -> bool:
 class _Sender:
     """Our packetizer on a plain UDP socket, sending the stamped pattern."""
 
-    def __init__(self, port: int, restart_interval: int = 0, stereo: bool = False) -> None:
+    def __init__(self, port: int, restart_interval: int = 0, stereo: bool = False,
+                 threads: int = 1) -> None:
         self.port = port
         self.pattern = PatternGenerator(W, H)
         self.pair = None  # stereo: the synthetic pair, packed top_bottom
@@ -60,7 +63,7 @@ class _Sender:
             config = CameraConfig(width=W, height=H, fps=240.0, stereo=True)
             self.pair, self.packed = create_backend(config), np.empty(config.shape, np.uint8)
             self.pair.open()
-        self.encoder = JpegEncoder(80, "420", "rgb8", restart_interval)
+        self.encoder = JpegEncoder(80, "420", "rgb8", restart_interval, threads)
         self.packetizer = JpegPacketizer(ssrc=0x5EED, mtu=1400)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.next_frame = 0
@@ -118,14 +121,14 @@ def _stop_decoder(decoder: subprocess.Popen, sender: _Sender) -> bytes:
 
 def _run_decoder(argv: list[str], port: int, raw_path: str,
                  restart_interval: int = 0, stereo: bool = False,
-                 fps: float = FPS) -> tuple[list[int], list]:
+                 fps: float = FPS, threads: int = 1) -> tuple[list[int], list]:
     """Start a decoder, stream to it, stop it; (frames sent, stamps of frames decoded).
 
     Frames sent while stopping it may be decoded too: they are left out of the stamps.
     """
     decoder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True)
-    sender = _Sender(port, restart_interval, stereo)
+    sender = _Sender(port, restart_interval, stereo, threads)
     try:
         assert wait_for(lambda: _udp_listening(port), 20), "decoder never bound its port"
         time.sleep(0.3)  # bound is not yet reading: FFmpeg probes the SDP first
@@ -134,6 +137,7 @@ def _run_decoder(argv: list[str], port: int, raw_path: str,
         err = _stop_decoder(decoder, sender)
     finally:
         sender.sock.close()
+        sender.encoder.close()
         if decoder.poll() is None:
             os.killpg(decoder.pid, signal.SIGKILL)
             decoder.wait()
@@ -153,27 +157,30 @@ def _check(name: str, sent: list[int], stamps: list) -> None:
     assert len(stamps) - len(readable) <= 0.05 * len(sent), f"{name}: unreadable frames"
 
 
-# 0: plain JPEG (simplejpeg); 40: restart markers every 40 MCUs, packets cut at them
-# (RFC 2435 types 64/65 with the restart marker header).
-RESTART_INTERVALS = pytest.mark.parametrize("restart_interval", [0, 40])
+# plain: one JPEG (simplejpeg); rst40: restart markers every 40 MCUs, packets cut at them
+# (RFC 2435 types 64/65 with the restart marker header); bands2: two bands encoded at once
+# and spliced with one restart marker (type 65, each band's interval in F/L fragments).
+ENCODINGS = pytest.mark.parametrize(("restart_interval", "threads"),
+                                    [(0, 1), (40, 1), (0, 2)], ids=["plain", "rst40", "bands2"])
 
 
 @pytest.mark.slow
-@RESTART_INTERVALS
-def test_gstreamer_decodes_our_stream(tmp_path, restart_interval: int) -> None:
+@ENCODINGS
+def test_gstreamer_decodes_our_stream(tmp_path, restart_interval: int, threads: int) -> None:
     gst = ensure_debian_packages("gst-launch-1.0", GST_PACKAGES, GST_PROBE)
     port, raw = free_port(), str(tmp_path / "gst.raw")
     argv = [gst, "-e", "-q", "udpsrc", f"port={port}", "address=127.0.0.1",
             f"caps={RTP_JPEG_CAPS}", "buffer-size=8388608", "!", "rtpjpegdepay", "!", "jpegdec",
             "!", "videoconvert", "!", "video/x-raw,format=RGB", "!", "filesink",
             f"location={raw}"]
-    sent, stamps = _run_decoder(argv, port, raw, restart_interval)
+    sent, stamps = _run_decoder(argv, port, raw, restart_interval, threads=threads)
     _check("GStreamer", sent, stamps)
 
 
 @pytest.mark.slow
-@RESTART_INTERVALS
-def test_ffmpeg_decodes_our_stream_from_our_sdp(tmp_path, restart_interval: int) -> None:
+@ENCODINGS
+def test_ffmpeg_decodes_our_stream_from_our_sdp(tmp_path, restart_interval: int,
+                                                threads: int) -> None:
     ffmpeg = ensure_debian_packages("ffmpeg", ["ffmpeg"])
     port, raw = free_port(), str(tmp_path / "ffmpeg.raw")
     sdp = tmp_path / "stream.sdp"
@@ -181,12 +188,13 @@ def test_ffmpeg_decodes_our_stream_from_our_sdp(tmp_path, restart_interval: int)
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-protocol_whitelist",
             "file,udp,rtp", "-buffer_size", "8388608", "-i", str(sdp), "-fps_mode", "passthrough",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", raw]
-    sent, stamps = _run_decoder(argv, port, raw, restart_interval)
+    sent, stamps = _run_decoder(argv, port, raw, restart_interval, threads=threads)
     _check("FFmpeg", sent, stamps)
 
 
 @pytest.mark.slow
-def test_ffmpeg_decodes_our_stereo_stream_from_our_sdp(tmp_path) -> None:
+@pytest.mark.parametrize("threads", [1, 2], ids=["whole", "bands2"])
+def test_ffmpeg_decodes_our_stereo_stream_from_our_sdp(tmp_path, threads: int) -> None:
     ffmpeg = ensure_debian_packages("ffmpeg", ["ffmpeg"])
     port, raw = free_port(), str(tmp_path / "stereo.raw")
     sdp = tmp_path / "stereo.sdp"
@@ -196,7 +204,7 @@ def test_ffmpeg_decodes_our_stereo_stream_from_our_sdp(tmp_path) -> None:
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", raw]
     # 20 fps: this checks that FFmpeg decodes the format; throughput is make bench-stereo's
     # (at 30 fps a loaded CI machine let FFmpeg fall behind and drop a few frames).
-    sent, stamps = _run_decoder(argv, port, raw, stereo=True, fps=20.0)
+    sent, stamps = _run_decoder(argv, port, raw, stereo=True, fps=20.0, threads=threads)
     _check("FFmpeg stereo 1280x1440", sent, stamps)
 
 

@@ -113,6 +113,7 @@ _ARGUMENTS = (
     ("webrtc_max_playout_delay_ms", "headset_bridge_node"),
     ("nack", "headset_bridge_node"),
     ("jpeg_restart_interval", "headset_bridge_node"),
+    ("jpeg_threads", "headset_bridge_node"),
     ("adapt", "headset_bridge_node"),
     ("fec", "headset_bridge_node"),
     ("tcp_congestion", "headset_bridge_node"),

@@ -136,6 +136,14 @@ BRIDGE_PARAMS: tuple[ParamSpec, ...] = (
               "cut at them (RFC 2435), so a lost packet costs a stripe, which a receiver can "
               "conceal, not the frame; 40 = half a 1280 px row (about +2.5 % bytes).",
               min=0, max=65535),
+    ParamSpec("jpeg_threads", 1,
+              "JPEG bands encoded in parallel: the frame is cut into this many horizontal "
+              "bands (whole 16 px MCU rows; 8 px with 4:2:2), encoded at once and spliced "
+              "into one JPEG with a restart marker between bands (RFC 2435 type 64/65). "
+              "Useful only when the bridge may use more than one CPU: the RT profiles pin "
+              "it to one CPU, where it gains nothing. 1 = one encode; with "
+              "jpeg_restart_interval > 0, or a frame too small or not whole MCU rows, one "
+              "encode too.", min=1, max=4),
     ParamSpec("mtu", 1400, "Largest datagram in bytes (RTP header included).",
               min=576, max=9000),
     ParamSpec("max_rate_mbps", 0.0,

@@ -98,7 +98,9 @@ class HeadsetBridgeNode(RingNode):
             return self._open_webrtc(spec, profiler)
         self._stats = StreamStats(RtpJpegSink.stages, profiler, stereo=spec.layout != "mono")
         encoder = JpegEncoder(p["jpeg_quality"], p["chroma_subsampling"], spec.pixel_format,
-                              p["jpeg_restart_interval"])
+                              p["jpeg_restart_interval"], p["jpeg_threads"])
+        plan = encoder.bands(spec.height, spec.width)
+        self._jpeg_bands = len(plan[0]) if plan else 1
         pacing = {"max_rate_bps": p["max_rate_mbps"] * 1e6,
                   "burst_bytes": p["burst_kib"] * 1024} if p["transport"] == "udp" else \
             {"congestion_control": p["tcp_congestion"]}
@@ -175,7 +177,8 @@ class HeadsetBridgeNode(RingNode):
                     f"(ultrafast, zerolatency, {p['bitrate_mbps']:g} Mbit/s) -> WebRTC, up to "
                     f"{p['max_viewers']} viewers on {self._sink.server.url.split('?')[0]} "
                     "(URL with its token printed on this terminal)")
-        return (f"ring {spec.width}x{spec.height}{stereo} -> JPEG q{p['jpeg_quality']} -> "
+        bands = f" in {self._jpeg_bands} parallel bands" if self._jpeg_bands > 1 else ""
+        return (f"ring {spec.width}x{spec.height}{stereo} -> JPEG q{p['jpeg_quality']}{bands} -> "
                 f"RTP/{p['transport'].upper()} {p['headset_ip']}:{p['headset_port']} "
                 f"(mtu {p['mtu']}, dscp {p['dscp']}"
                 + (f", paced {p['max_rate_mbps']:g} Mbit/s"

@@ -276,6 +276,7 @@ class RtpJpegSink(FrameSink):
         if self._thread is not None:
             self._thread.join(timeout=1)
         self._sender.close()
+        self._encoder.close()  # its band threads (jpeg_threads), once no frame is encoded
 
 
 class TcpRtpJpegSink(RtpJpegSink):
