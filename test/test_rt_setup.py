@@ -45,7 +45,8 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root to drop a child 
 
 CHILD = r"""
 import gc, json, os, resource, sys, threading, time
-from vr_stream_ros.system.realtime import RealtimeRefused, RtConfig, apply
+from vr_stream_ros.system.realtime import (RealtimeRefused, RtConfig, apply,
+                                          settle_memory_lock)
 args = json.loads(sys.argv[1])
 if args["drop"]:  # an ordinary user: no RT priority allowed, 64 KiB of locked memory
     resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
@@ -66,6 +67,10 @@ except (RealtimeRefused, ValueError) as exc:
     out.update(error=type(exc).__name__, message=str(exc))
 newer = threading.Thread(target=time.sleep, args=(120,), daemon=True)
 newer.start()  # created after apply(): inherits
+if args["settle"]:
+    touched = b"\x01" * (8 << 20)  # 8 MiB the "warm-up" wrote: resident, pinned on fault
+    out.update(settled=vars(settle_memory_lock()))
+    later = b"\x02" * (4 << 20)  # after the settle: a new mapping, locked as it is touched
 out.update(gc_enabled=gc.isenabled(), gc_frozen=gc.get_freeze_count(),
            older_tid=older.native_id, newer_tid=newer.native_id)
 print(json.dumps(out), flush=True)
@@ -76,8 +81,9 @@ sys.stdin.read()  # until the parent closes stdin
 class Child:
     """A Python process that applied an RtConfig and stays alive for inspection."""
 
-    def __init__(self, drop: bool = False, pid: int = 0, **config) -> None:
-        args = json.dumps({"config": config, "drop": drop, "pid": pid})
+    def __init__(self, drop: bool = False, pid: int = 0, settle: bool = False,
+                 **config) -> None:
+        args = json.dumps({"config": config, "drop": drop, "pid": pid, "settle": settle})
         self.proc = subprocess.Popen([sys.executable, "-c", CHILD, args], cwd=REPO,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
@@ -148,6 +154,18 @@ def test_lock_memory_shows_in_vmlck() -> None:
         assert unlocked.status()["vmlck_kb"] == 0
         memory = read_memory(locked.pid)  # MCL_ONFAULT: pinned only what was touched
         assert 0 < memory.locked_kb <= memory.rss_kb < memory.vmlck_kb, memory
+
+
+@may_lock
+def test_settled_lock_keeps_what_is_resident_and_locks_new_mappings() -> None:
+    """After the warm-up the lock narrows from the whole address space (VmLck = VmSize)
+    to the pages the process touched, and what it maps later still locks on fault."""
+    with Child(lock_memory=True, settle=True) as child:
+        settled, memory = child.out["settled"], read_memory(child.pid)
+        assert settled["refused"] == 0 and settled["ranges"] > 10, settled
+        assert memory.vmlck_kb <= memory.rss_kb < memory.size_kb / 2, memory
+        # the 8 MiB written before and the 4 MiB after the settle are both held
+        assert memory.locked_kb > 12 << 10 and memory.vmlck_kb > 12 << 10, memory
 
 
 @pytest.mark.parametrize(("mode", "enabled", "frozen"), [

@@ -27,7 +27,9 @@ RT_PARAMS: tuple[ParamSpec, ...] = (
               min=0, max=99),
     ParamSpec("lock_memory", False, "mlockall(current+future, on fault): every page the "
               "process touches stays in RAM, so the hot path takes no major fault; pages it "
-              "never touches (thread stacks, DDS segments) are not pinned."),
+              "never touches (thread stacks, DDS segments) are not pinned. After 300 frames "
+              "the lock narrows to what is resident (VmLck <= RSS); new mappings lock on "
+              "fault."),
     ParamSpec("gc_mode", "default",
               "Python GC: default, freeze (start-up objects frozen), manual (young-generation "
               "collection between frames only).", choices=("default", "freeze", "manual")),

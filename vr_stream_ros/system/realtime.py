@@ -18,7 +18,9 @@ import errno
 import gc
 import os
 import pwd
+import re
 import resource
+from array import array
 from dataclasses import dataclass, field
 
 from vr_stream_ros.graph.param_spec import parse_cpu_list
@@ -227,6 +229,60 @@ def _apply_memory_lock(report: RtReport) -> None:
                                               else " and no CAP_IPC_LOCK")
     report.refused.append(f"lock_memory refused ({_errname(err)}): {reason}; fix: add "
                           f"'{_user()} - memlock unlimited' to {_LIMITS_FIX}, or run as root")
+
+
+_PRESENT = 1 << 63  # /proc/<pid>/pagemap: the page is in this process's page tables
+_SPECIAL_MAPPINGS = ("[vsyscall]", "[vvar]", "[vvar_vclock]", "[vdso]")
+
+
+@dataclass(frozen=True)
+class SettledLock:
+    """What :func:`settle_memory_lock` kept locked."""
+
+    locked_kb: int
+    ranges: int
+    refused: int  # ranges mlock refused (errno), left unlocked
+
+
+def settle_memory_lock() -> SettledLock:
+    """Keep locked only what is resident now; mappings made later lock on fault.
+
+    After the warm-up every page the video path touches is resident (and pinned, by
+    MCL_ONFAULT). mlockall still marks every mapping locked in full (VmLck = VmSize:
+    thread stacks, malloc's reserved arenas, libraries' unused pages), the figure
+    RLIMIT_MEMLOCK and /proc report. This unlocks all, then mlock()s each run of pages
+    this process has mapped (pagemap's present bit: what it touched, not what other
+    processes left in the page cache), then sets MCL_FUTURE | MCL_ONFAULT again for new
+    mappings: VmLck becomes what is pinned, which stays within resident memory.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/maps") as f:
+        maps = [line.split() for line in f]
+    pagemap = os.open("/proc/self/pagemap", os.O_RDONLY)
+    if libc.munlockall() != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"munlockall: {os.strerror(err)}")
+    locked = ranges = refused = 0
+    for fields in maps:
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        name = fields[5] if len(fields) > 5 else ""
+        if fields[1].startswith("---") or name in _SPECIAL_MAPPINGS:
+            continue  # guard pages, the kernel's own pages
+        entries = array("Q", os.pread(pagemap, (end - start) // page * 8, start // page * 8))
+        mapped = bytes(1 if entry & _PRESENT else 0 for entry in entries)
+        for run in re.finditer(rb"\x01+", mapped):
+            if libc.mlock(start + run.start() * page, (run.end() - run.start()) * page) == 0:
+                locked += (run.end() - run.start()) * page
+                ranges += 1
+            else:
+                refused += 1
+    os.close(pagemap)
+    if libc.mlockall(_MCL_FUTURE | _MCL_ONFAULT) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mlockall(MCL_FUTURE | MCL_ONFAULT): {os.strerror(err)}")
+    return SettledLock(locked // 1024, ranges, refused)
 
 
 def _apply_policy(policy: str, priority: int, pid: int, report: RtReport) -> None:
