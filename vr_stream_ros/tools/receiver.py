@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import select
 import signal
@@ -722,9 +723,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = receiver.summary()
         receiver.close()
     print(_summary_text(summary), flush=True)
-    if ns.summary_json:
-        with open(ns.summary_json, "w") as f:
+    if ns.summary_json:  # whole or not at all: a reader polling for it never sees half
+        tmp = f"{ns.summary_json}.tmp"
+        with open(tmp, "w") as f:
             json.dump(summary, f)
+        os.replace(tmp, ns.summary_json)
     return 0
 
 
