@@ -36,7 +36,7 @@ from vr_stream_ros.camera.base import FramePacer
 from vr_stream_ros.camera.pattern import PatternGenerator
 from vr_stream_ros.codecs.jpeg import JpegEncoder
 from vr_stream_ros.graph.processes import ProcessGroup, free_port, wait_for
-from vr_stream_ros.latency.percentiles import summarize
+from vr_stream_ros.latency.percentiles import ms_cell, summarize
 from vr_stream_ros.net.impairment import LinkConditions
 from vr_stream_ros.net.senders import TcpRtpSender, UdpRtpSender
 from vr_stream_ros.ring.frame_ring import FrameView
@@ -218,13 +218,10 @@ def table(results: list[RunResult]) -> str:
         over = 100.0 * (f["bytes_sent"] / base[r.condition] - 1) if base.get(r.condition) \
             else 0.0
         f["bandwidth_overhead_pct"] = round(over, 2)
-
-        def ms(v: float | None) -> str:
-            return f"{v:7.2f}" if v is not None else "    n/a"
         lines.append(
             f"{r.condition:<16}{r.variant:<15}{f['intact_pct']:8.2f}{f['concealed_pct']:7.2f}"
             f"{f['lost_pct']:7.2f}{f['stale_area_pct']:7.2f}{f['longest_freeze_ms']:8.1f}{f['gaps_over_50ms']:6d}{f['gaps_over_100ms']:5d}"
-            f"{ms(f['p50_ms'])}{ms(f['p95_ms'])}{ms(f['p99_ms'])}{over:8.2f}"
+            f"{ms_cell(f['p50_ms'])}{ms_cell(f['p95_ms'])}{ms_cell(f['p99_ms'])}{over:8.2f}"
             f"{f['packets_lost']:9d}{f['packets_unrepaired']:6d}{f['packets_reordered']:6d}"
             + (f"  dip: {f['dip_fps']} fps, freeze {f['dip_longest_freeze_ms']} ms"
                if "dip_fps" in f else ""))

@@ -41,7 +41,7 @@ from vr_stream_ros.camera.base import FramePacer
 from vr_stream_ros.camera.pattern import PatternGenerator
 from vr_stream_ros.codecs.h264 import H264Encoder
 from vr_stream_ros.graph.processes import ProcessGroup, free_port
-from vr_stream_ros.latency.percentiles import summarize
+from vr_stream_ros.latency.percentiles import ms_cell, summarize
 from vr_stream_ros.net.impairment import LinkConditions
 from vr_stream_ros.ring.frame_ring import FrameView
 from vr_stream_ros.sinks.base import Outcome
@@ -272,12 +272,10 @@ def table(results: list[tuple[str, dict]]) -> str:
             f"{'FIR':>4}{'keyfr':>6}")
     lines = [head, "-" * len(head)]
     for name, f in results:
-        def ms(v: float | None) -> str:
-            return f"{v:7.2f}" if v is not None else "    n/a"
         lines.append(
             f"{name:<16}{'h264':<8}{f['drawn_pct']:7.2f}{f['longest_freeze_ms']:8.1f}"
             f"{f['gaps_over_50ms']:6d}{f['gaps_over_100ms']:5d}"
-            f"{ms(f['p50_ms'])}{ms(f['p95_ms'])}{ms(f['p99_ms'])}"
+            f"{ms_cell(f['p50_ms'])}{ms_cell(f['p95_ms'])}{ms_cell(f['p99_ms'])}"
             f"{f['bitrate_min_mbps']:11.2f}{f['remb']:5d}{f['pli']:4d}{f['fir']:4d}"
             f"{f['keyframes']:6d}"
             + (f"  dip: {f['dip_fps']} fps, freeze {f['dip_longest_freeze_ms']} ms, "

@@ -56,3 +56,8 @@ def summarize(values: Sequence[float] | Iterable[float] | np.ndarray) -> Percent
     p50, p95, p99 = np.percentile(a, PERCENTILES)
     return Percentiles(float(p50), float(p95), float(p99), float(a.max()), float(a.mean()),
                        int(a.size), float(a.min()))
+
+
+def ms_cell(value: float | None, width: int = 7) -> str:
+    """A table cell of milliseconds, 2 decimals, right-aligned; 'n/a' for no value."""
+    return f"{value:{width}.2f}" if value is not None else f"{'n/a':>{width}}"
