@@ -42,7 +42,9 @@ class RingNode(Node):
         self.executor_kind = self.p["executor"]
         self.rt_report = setup_realtime(self, self.p)  # before any thread of ours exists
         self._manual_gc = self.p.get("gc_mode") == "manual"
-        locked = any(a.startswith("lock_memory") for a in self.rt_report.applied)
+        # Only where the lock is on fault: settling re-locks with MCL_ONFAULT.
+        locked = any(a.startswith("lock_memory") and a.endswith("on fault")
+                     for a in self.rt_report.applied)
         self._frames_to_settle = SETTLE_LOCK_AFTER_FRAMES if locked else -1
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -83,8 +85,8 @@ class RingNode(Node):
         try:
             kept = settle_memory_lock()
         except OSError as exc:
-            self.get_logger().warn(f"lock_memory: could not narrow the lock after the warm-up "
-                                   f"({exc}); the whole address space stays locked on fault")
+            self.get_logger().warn(f"lock_memory: could not narrow the lock after the warm-up: "
+                                   f"{exc}")
             return
         self.get_logger().info(
             f"lock_memory: after {SETTLE_LOCK_AFTER_FRAMES} frames, kept locked what is "

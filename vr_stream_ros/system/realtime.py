@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import gc
 import os
 import pwd
@@ -197,6 +198,12 @@ def _apply_gc(mode: str, report: RtReport) -> None:
         report.applied.append("gc_mode=freeze")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, errno kept for ctypes.get_errno() (loaded once per process)."""
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
 def _apply_memory_lock(report: RtReport) -> None:
     """mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT): a page is pinned once touched.
 
@@ -208,7 +215,7 @@ def _apply_memory_lock(report: RtReport) -> None:
     figure); smaps_rollup's Locked is what is pinned in RAM (see read_memory).
     A kernel before 4.4 refuses MCL_ONFAULT with EINVAL: then current+future, as before.
     """
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = _libc()
     # glibc gives each thread that contends its own 64 MiB malloc arena (8 x CPUs of
     # them): address space that VmLck and RLIMIT_MEMLOCK count once locked. Two arenas
     # halve a node's VmSize (camera_node 824 -> 431 MB with MALLOC_ARENA_MAX=2 from the
@@ -255,33 +262,37 @@ def settle_memory_lock() -> SettledLock:
     processes left in the page cache), then sets MCL_FUTURE | MCL_ONFAULT again for new
     mappings: VmLck becomes what is pinned, which stays within resident memory.
     """
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = _libc()
     libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
     page = os.sysconf("SC_PAGE_SIZE")
     with open("/proc/self/maps") as f:
         maps = [line.split() for line in f]
     pagemap = os.open("/proc/self/pagemap", os.O_RDONLY)
-    if libc.munlockall() != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"munlockall: {os.strerror(err)}")
-    locked = ranges = refused = 0
-    for fields in maps:
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        name = fields[5] if len(fields) > 5 else ""
-        if fields[1].startswith("---") or name in _SPECIAL_MAPPINGS:
-            continue  # guard pages, the kernel's own pages
-        entries = array("Q", os.pread(pagemap, (end - start) // page * 8, start // page * 8))
-        mapped = bytes(1 if entry & _PRESENT else 0 for entry in entries)
-        for run in re.finditer(rb"\x01+", mapped):
-            if libc.mlock(start + run.start() * page, (run.end() - run.start()) * page) == 0:
-                locked += (run.end() - run.start()) * page
-                ranges += 1
-            else:
-                refused += 1
-    os.close(pagemap)
+    try:
+        if libc.munlockall() != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"munlockall: {os.strerror(err)} (the lock is unchanged)")
+        locked = ranges = refused = 0
+        for fields in maps:
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            name = fields[5] if len(fields) > 5 else ""
+            if fields[1].startswith("---") or name in _SPECIAL_MAPPINGS:
+                continue  # guard pages, the kernel's own pages
+            entries = array("Q", os.pread(pagemap, (end - start) // page * 8,
+                                          start // page * 8))
+            mapped = bytes(1 if entry & _PRESENT else 0 for entry in entries)
+            for run in re.finditer(rb"\x01+", mapped):
+                if libc.mlock(start + run.start() * page, (run.end() - run.start()) * page) == 0:
+                    locked += (run.end() - run.start()) * page
+                    ranges += 1
+                else:
+                    refused += 1
+    finally:
+        os.close(pagemap)
     if libc.mlockall(_MCL_FUTURE | _MCL_ONFAULT) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"mlockall(MCL_FUTURE | MCL_ONFAULT): {os.strerror(err)}")
+        raise OSError(err, f"mlockall(MCL_FUTURE | MCL_ONFAULT): {os.strerror(err)} (what "
+                      "is resident stays locked; new mappings are not)")
     return SettledLock(locked // 1024, ranges, refused)
 
 
@@ -323,7 +334,7 @@ def collect_garbage() -> None:
 
 def set_thread_name(name: str) -> None:
     """Name the calling OS thread (prctl PR_SET_NAME), as htop, ps -T and /proc show it."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = _libc()
     libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
